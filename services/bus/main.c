@@ -1,0 +1,74 @@
+// vmlet-bus: the message broker every other service connects to.
+#include "broker.h"
+
+#include "vmlet/service.h"
+
+#include <stddef.h>
+
+typedef struct {
+    char *publish_bind;
+    char *subscribe_bind;
+    char *work_bind;
+    long hwm;
+    int64_t heartbeat_ms;
+    long liveness;
+    long max_queue;
+} settings_t;
+
+#define OPT(field) offsetof(settings_t, field)
+static const vmlet_cfg_option_t options[] = {
+    {"publish-bind", VMLET_CFG_STRING, "tcp://127.0.0.1:7101", 0, 0, NULL, OPT(publish_bind),
+     "where publishers send events (XSUB)"},
+    {"subscribe-bind", VMLET_CFG_STRING, "tcp://127.0.0.1:7102", 0, 0, NULL,
+     OPT(subscribe_bind), "where subscribers receive events (XPUB)"},
+    {"work-bind", VMLET_CFG_STRING, "tcp://127.0.0.1:7103", 0, 0, NULL, OPT(work_bind),
+     "where workers and clients exchange work items (ROUTER)"},
+    {"hwm", VMLET_CFG_INT, "10000", 100, 10000000, NULL, OPT(hwm),
+     "event messages queued per subscriber before it misses some (it counts them)"},
+    {"heartbeat", VMLET_CFG_DURATION, "1s", 50, 60000, NULL, OPT(heartbeat_ms),
+     "how often workers must be heard from"},
+    {"liveness", VMLET_CFG_INT, "3", 2, 100, NULL, OPT(liveness),
+     "heartbeats a worker may miss before its items go to another"},
+    {"max-queue", VMLET_CFG_INT, "100000", 1, 100000000, NULL, OPT(max_queue),
+     "work items a queue holds (waiting and in flight) before refusing more"},
+    {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
+};
+
+int main(int argc, char *argv[])
+{
+    settings_t settings = {0};
+    const vmlet_service_def_t def = {
+        .name = "bus",
+        .summary = "the broker: event fan-out (XSUB/XPUB) and load-balanced work queues",
+        .default_http_listen = "127.0.0.1:9100",
+        .standalone = true,
+        .options = options,
+        .settings = &settings,
+    };
+    int code;
+    vmlet_service_t *service = vmlet_service_new(&def, argc, argv, &code);
+    if (!service)
+        return code;
+    broker_options_t broker_options = {
+        .publish_bind = settings.publish_bind,
+        .subscribe_bind = settings.subscribe_bind,
+        .work_bind = settings.work_bind,
+        .hwm = (int)settings.hwm,
+        .heartbeat_ms = settings.heartbeat_ms,
+        .liveness = (int)settings.liveness,
+        .max_queue = (size_t)settings.max_queue,
+    };
+    vmlet_err_t err = {0};
+    broker_t *broker = broker_new(&broker_options, vmlet_service_metrics(service),
+                                  vmlet_service_log(service), &err);
+    if (!broker || broker_attach(broker, vmlet_service_loop(service), &err) < 0) {
+        vmlet_log_error(vmlet_service_log(service), NULL, "%s", err.msg);
+        broker_destroy(&broker);
+        vmlet_service_destroy(&service);
+        return 1;
+    }
+    code = vmlet_service_run(service, NULL);
+    broker_destroy(&broker);
+    vmlet_service_destroy(&service);
+    return code;
+}

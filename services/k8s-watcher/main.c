@@ -1,0 +1,27 @@
+// vmlet-k8s-watcher: the Kubernetes side of the node (Node object, lease,
+// pod list and watch) turned into normalised pod specs in Redis and events.
+#include "vmlet/service.h"
+
+// Launchers announce their capacity; the Node's capacity is their sum.
+static const vmlet_body_case_t subscriptions[] = {VMLET__ENVELOPE__BODY_LAUNCHER_CAPACITY};
+
+int main(int argc, char *argv[])
+{
+    const vmlet_service_def_t def = {
+        .name = "k8s-watcher",
+        .summary = "registers the virtual node and turns pods bound to it into work",
+        .default_http_listen = "127.0.0.1:9101",
+        .uses_redis = true,
+        .publishes = true,
+        .submits_work = true,
+        .subscribe = subscriptions,
+        .n_subscribe = sizeof subscriptions / sizeof subscriptions[0],
+    };
+    int code;
+    vmlet_service_t *service = vmlet_service_new(&def, argc, argv, &code);
+    if (!service)
+        return code;
+    code = vmlet_service_run(service, NULL);
+    vmlet_service_destroy(&service);
+    return code;
+}

@@ -1,0 +1,29 @@
+// vmlet-vm-launcher: boots each pod as its own micro-VM and reports what
+// its containers do.
+#include "vmlet/service.h"
+
+static const vmlet_body_case_t subscriptions[] = {
+    VMLET__ENVELOPE__BODY_POD_DESIRED, VMLET__ENVELOPE__BODY_POD_DELETED,
+    VMLET__ENVELOPE__BODY_IMAGE_READY, VMLET__ENVELOPE__BODY_IMAGE_FAILED};
+
+int main(int argc, char *argv[])
+{
+    const vmlet_service_def_t def = {
+        .name = "vm-launcher",
+        .summary = "runs every pod as its own micro-VM",
+        .default_http_listen = "127.0.0.1:9103",
+        .uses_redis = true,
+        .publishes = true,
+        .subscribe = subscriptions,
+        .n_subscribe = sizeof subscriptions / sizeof subscriptions[0],
+        .work_queue = VMLET_QUEUE_VM_LAUNCHER,
+        .work_capacity = 8,
+    };
+    int code;
+    vmlet_service_t *service = vmlet_service_new(&def, argc, argv, &code);
+    if (!service)
+        return code;
+    code = vmlet_service_run(service, NULL);
+    vmlet_service_destroy(&service);
+    return code;
+}

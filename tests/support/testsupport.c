@@ -1,0 +1,279 @@
+// Helpers shared by vmlet's C tests (see testsupport.h).
+#include "testsupport.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t ts_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int ts_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
+        port = ntohs(addr.sin_port);
+    close(fd);
+    return port;
+}
+
+char *ts_bed_value(const char *key)
+{
+    const char *dir = getenv("VMLET_BED_DIR");
+    if (!dir)
+        return NULL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/bed.env", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char line[4096];
+    char *value = NULL;
+    size_t klen = strlen(key);
+    while (!value && fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == '=') {
+            char *v = line + klen + 1;
+            v[strcspn(v, "\r\n")] = '\0';
+            // bed.env is shell-sourceable: strip one pair of single quotes.
+            size_t n = strlen(v);
+            if (n >= 2 && v[0] == '\'' && v[n - 1] == '\'') {
+                v[n - 1] = '\0';
+                v++;
+            }
+            value = strdup(v);
+        }
+    }
+    fclose(f);
+    return value;
+}
+
+char *ts_bin_path(const char *name)
+{
+    const char *dir = getenv("VMLET_BIN_DIR");
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", dir ? dir : VMLET_BINARY_DIR "/bin", name) < 0)
+        return NULL;
+    return path;
+}
+
+pid_t ts_spawn(const char *log_path, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    setpgid(0, 0);
+    if (log_path) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+    }
+    execvp(argv[0], argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
+int ts_kill(pid_t pid, int sig)
+{
+    return pid > 0 ? kill(pid, sig) : -1;
+}
+
+int ts_wait_exit(pid_t pid, int timeout_ms, int *status)
+{
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    do {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            if (status)
+                *status = st;
+            return 0;
+        }
+        if (r < 0)
+            return -1;
+        usleep(5000);
+    } while (ts_now_ms() < deadline);
+    return -1;
+}
+
+static bool s_redis_answers(void *arg)
+{
+    ts_redis_t *redis = arg;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d %s%s ping 2>/dev/null | grep -q PONG", redis->port,
+             redis->password[0] ? "--no-auth-warning -a " : "", redis->password);
+    return system(cmd) == 0;
+}
+
+static int s_redis_spawn(ts_redis_t *redis)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", redis->port);
+    char log[300];
+    snprintf(log, sizeof log, "%s/redis.log", redis->dir);
+    char *argv[16];
+    int n = 0;
+    argv[n++] = "redis-server";
+    argv[n++] = "--bind";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "--port";
+    argv[n++] = port;
+    argv[n++] = "--dir";
+    argv[n++] = redis->dir;
+    argv[n++] = "--appendonly";
+    argv[n++] = "yes";
+    argv[n++] = "--save";
+    argv[n++] = "";
+    if (redis->password[0]) {
+        argv[n++] = "--requirepass";
+        argv[n++] = redis->password;
+    }
+    argv[n] = NULL;
+    redis->pid = ts_spawn(log, argv);
+    if (redis->pid < 0)
+        return -1;
+    return ts_poll(s_redis_answers, redis, 10000) ? 0 : -1;
+}
+
+int ts_redis_start(ts_redis_t *redis, const char *password)
+{
+    memset(redis, 0, sizeof *redis);
+    char *dir = ts_tempdir("vmlet-redis");
+    if (!dir)
+        return -1;
+    snprintf(redis->dir, sizeof redis->dir, "%s", dir);
+    free(dir);
+    if (password)
+        snprintf(redis->password, sizeof redis->password, "%s", password);
+    redis->port = ts_free_port();
+    return s_redis_spawn(redis);
+}
+
+int ts_redis_restart(ts_redis_t *redis)
+{
+    ts_kill(redis->pid, SIGTERM);
+    ts_wait_exit(redis->pid, 10000, NULL);
+    return s_redis_spawn(redis);
+}
+
+void ts_redis_stop(ts_redis_t *redis)
+{
+    if (redis->pid > 0) {
+        ts_kill(redis->pid, SIGTERM);
+        if (ts_wait_exit(redis->pid, 10000, NULL) < 0) {
+            ts_kill(redis->pid, SIGKILL);
+            ts_wait_exit(redis->pid, 5000, NULL);
+        }
+        redis->pid = 0;
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", redis->dir);
+    if (redis->dir[0] && system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", redis->dir);
+}
+
+typedef struct {
+    char *data;
+    size_t len;
+} buffer_t;
+
+static size_t s_collect(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    buffer_t *buf = userdata;
+    size_t n = size * nmemb;
+    char *grown = realloc(buf->data, buf->len + n + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + buf->len, ptr, n);
+    buf->data = grown;
+    buf->len += n;
+    buf->data[buf->len] = '\0';
+    return n;
+}
+
+int ts_http_get(const char *url, long *status, char **body)
+{
+    CURL *curl = curl_easy_init();
+    if (!curl)
+        return -1;
+    buffer_t buf = {calloc(1, 1), 0};
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    CURLcode rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(curl);
+    if (rc != CURLE_OK) {
+        free(buf.data);
+        return -1;
+    }
+    if (body)
+        *body = buf.data;
+    else
+        free(buf.data);
+    return 0;
+}
+
+bool ts_poll(bool (*check)(void *arg), void *arg, int timeout_ms)
+{
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    for (;;) {
+        if (check(arg))
+            return true;
+        if (ts_now_ms() >= deadline)
+            return false;
+        usleep(10000);
+    }
+}
+
+double ts_metric_value(const char *exposition, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *line = exposition; line && *line;) {
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            return strtod(line + n + 1, NULL);
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return -1;
+}
+
+char *ts_tempdir(const char *prefix)
+{
+    char *path = NULL;
+    if (asprintf(&path, "/tmp/%s.XXXXXX", prefix) < 0)
+        return NULL;
+    if (!mkdtemp(path)) {
+        free(path);
+        return NULL;
+    }
+    return path;
+}

@@ -13,13 +13,15 @@
 #include <string.h>
 
 #define TOPIC_SLOTS 129       // body cases are small field numbers
-#define SYNC_QUIET_MS 1000    // a topic quiet this long gets a seq marker
+#define SYNC_QUIET_MS 1000    // a topic quiet this long gets a seq marker...
+#define SYNC_REPEAT_MS 5000   // ...and again this often, in case one was dropped
 #define SYNC_TIMER_MS 250
 
 typedef struct {
     uint64_t seq;        // last sequence number sent on the topic
-    uint64_t synced_seq; // last one a marker (or a later event) covered
+    uint64_t synced_seq; // last one a marker covered
     int64_t last_sent_ms;
+    int64_t last_sync_ms;
     vmlet_metric_t *dropped;
     vmlet_metric_t *published;
 } topic_state_t;
@@ -216,10 +218,14 @@ static int s_stamp_and_send(vmlet_bus_publisher_t *self, vmlet_envelope_t *env,
     if (!header.message_id || !header.message_id[0])
         header.message_id = message_id;
     header.source = self->source;
-    header.has_publisher_id = 1, header.publisher_id = self->id;
-    header.has_seq = 1, header.seq = seq;
-    header.has_sent_unix_ns = 1, header.sent_unix_ns = vmlet_unix_ns();
-    header.has_seq_sync = sync, header.seq_sync = sync;
+    header.has_publisher_id = 1;
+    header.publisher_id = self->id;
+    header.has_seq = 1;
+    header.seq = seq;
+    header.has_sent_unix_ns = 1;
+    header.sent_unix_ns = vmlet_unix_ns();
+    header.has_seq_sync = sync;
+    header.seq_sync = sync;
     env->header = &header;
     int rc = s_send(self, topic, env);
     env->header = saved;
@@ -248,12 +254,16 @@ void vmlet_bus_publisher_sync(vmlet_bus_publisher_t *self)
     int64_t now = vmlet_now_ms();
     for (size_t c = 1; c < TOPIC_SLOTS; c++) {
         topic_state_t *t = &self->topics[c];
-        if (t->seq == t->synced_seq || now - t->last_sent_ms < SYNC_QUIET_MS)
+        bool quiet = now - t->last_sent_ms >= SYNC_QUIET_MS;
+        bool due = t->seq != t->synced_seq || now - t->last_sync_ms >= SYNC_REPEAT_MS;
+        if (t->seq == 0 || !quiet || !due)
             continue;
         // A body-less envelope would have no topic; carry the body type by
         // topic only and leave the body unset.
         vmlet_envelope_t marker = VMLET__ENVELOPE__INIT;
-        if (s_stamp_and_send(self, &marker, (vmlet_body_case_t)c, t->seq, true) == 0)
+        if (s_stamp_and_send(self, &marker, (vmlet_body_case_t)c, t->seq, true) == 0) {
             t->synced_seq = t->seq;
+            t->last_sync_ms = now;
+        }
     }
 }

@@ -4,6 +4,7 @@
 #include "vmlet/signals.h"
 #include "vmlet/timeutil.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <string.h>
 #include <unistd.h>
@@ -355,7 +356,11 @@ int vmlet_service_run(vmlet_service_t *self, void *ctx)
                    VMLET_KV({"instance", self->settings.instance},
                             {"http", self->settings.http_listen}, {"version", VMLET_VERSION}),
                    "started");
-    zloop_start(self->loop);
+    // zloop also ends when a stop/continue (docker pause, SIGSTOP) makes
+    // poll return EINTR; only our signal handler means "stop".
+    while (zloop_start(self->loop) == 0 && !vmlet_signals_received(self->signals) &&
+           zmq_errno() == EINTR)
+        continue;
     if (!vmlet_signals_received(self->signals)) {
         vmlet_log_error(self->log, NULL, "event loop ended without a signal");
         return 1;

@@ -12,16 +12,19 @@ bed_die() {
     exit 1
 }
 
-# bed_free_port VAR: set VAR to a TCP port on 127.0.0.1 that nothing listens on now
-# and that this shell has not handed out before. Random in 20000-59999, so
-# two concurrent runs are unlikely to pick the same one; the listening check
-# rules out ports in use.
+# bed_free_port VAR: set VAR to a TCP port on 127.0.0.1 that no socket uses
+# now and that this shell has not handed out before. It is picked at random
+# below the kernel's ephemeral range, so no outgoing connection can take it
+# between now and the server's bind, and two concurrent runs rarely pick
+# the same one.
 BED_PORTS_GIVEN=" "
 bed_free_port() {
-    local port used
+    local port used low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    ((low > 21000)) || low=32768
     used=" $(ss -Htan 2>/dev/null | awk '{n=split($4,a,":"); printf "%s ", a[n]}') "
     while :; do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % (low - 20000)))
         case "$used$BED_PORTS_GIVEN" in *" $port "*) continue ;; esac
         BED_PORTS_GIVEN="$BED_PORTS_GIVEN$port "
         printf -v "$1" '%s' "$port"

@@ -23,20 +23,33 @@ int64_t ts_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+// Picks at random below the kernel's ephemeral range, so an outgoing
+// connection cannot take the port before the server under test binds it.
 int ts_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
-        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
-        port = ntohs(addr.sin_port);
-    close(fd);
-    return port;
+    int low = 32768;
+    FILE *range = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (range) {
+        if (fscanf(range, "%d", &low) != 1 || low <= 21000)
+            low = 32768;
+        fclose(range);
+    }
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        unsigned int r;
+        if (getentropy(&r, sizeof r) < 0)
+            r = (unsigned int)rand();
+        int port = 20000 + (int)(r % (unsigned int)(low - 20000));
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            return -1;
+        struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = bind(fd, (struct sockaddr *)&addr, sizeof addr);
+        close(fd);
+        if (rc == 0)
+            return port;
+    }
+    return -1;
 }
 
 char *ts_bed_value(const char *key)
@@ -190,10 +203,8 @@ void ts_redis_stop(ts_redis_t *redis)
         }
         redis->pid = 0;
     }
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", redis->dir);
-    if (redis->dir[0] && system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", redis->dir);
+    if (redis->dir[0])
+        ts_remove_dir(redis->dir);
 }
 
 typedef struct {
@@ -276,4 +287,102 @@ char *ts_tempdir(const char *prefix)
         return NULL;
     }
     return path;
+}
+
+char *ts_wait_line(const char *path, const char *prefix, int timeout_ms)
+{
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    size_t n = strlen(prefix);
+    do {
+        FILE *f = fopen(path, "r");
+        char line[4096];
+        while (f && fgets(line, sizeof line, f)) {
+            if (strncmp(line, prefix, n) == 0) {
+                fclose(f);
+                line[strcspn(line, "\n")] = '\0';
+                return strdup(line);
+            }
+        }
+        if (f)
+            fclose(f);
+        usleep(20000);
+    } while (ts_now_ms() < deadline);
+    return NULL;
+}
+
+long ts_kv(const char *line, const char *key)
+{
+    char pattern[128];
+    snprintf(pattern, sizeof pattern, " %s=", key);
+    const char *at = line ? strstr(line, pattern) : NULL;
+    return at ? strtol(at + strlen(pattern), NULL, 10) : -1;
+}
+
+static bool s_broker_answers(void *arg)
+{
+    ts_broker_t *b = arg;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", b->http_port);
+    long status = 0;
+    return ts_http_get(url, &status, NULL) == 0 && status == 200;
+}
+
+static int s_broker_spawn(ts_broker_t *b, const char *const extra[])
+{
+    char *bin = ts_bin_path("vmlet-bus");
+    char pub[96], sub[96], work[96], http[64];
+    snprintf(pub, sizeof pub, "--publish-bind=%s", b->publish);
+    snprintf(sub, sizeof sub, "--subscribe-bind=%s", b->subscribe);
+    snprintf(work, sizeof work, "--work-bind=%s", b->work);
+    snprintf(http, sizeof http, "--http-listen=127.0.0.1:%d", b->http_port);
+    char *argv[32] = {bin, pub, sub, work, http};
+    int n = 5;
+    for (int i = 0; extra && extra[i] && n < 31; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    b->pid = ts_spawn(b->log, argv);
+    free(bin);
+    return b->pid > 0 && ts_poll(s_broker_answers, b, 10000) ? 0 : -1;
+}
+
+int ts_broker_start(ts_broker_t *b, const char *dir, const char *const extra[])
+{
+    memset(b, 0, sizeof *b);
+    snprintf(b->publish, sizeof b->publish, "tcp://127.0.0.1:%d", ts_free_port());
+    snprintf(b->subscribe, sizeof b->subscribe, "tcp://127.0.0.1:%d", ts_free_port());
+    snprintf(b->work, sizeof b->work, "tcp://127.0.0.1:%d", ts_free_port());
+    b->http_port = ts_free_port();
+    snprintf(b->log, sizeof b->log, "%s/broker.log", dir);
+    return s_broker_spawn(b, extra);
+}
+
+int ts_broker_restart(ts_broker_t *b, const char *const extra[])
+{
+    ts_kill(b->pid, SIGTERM);
+    ts_wait_exit(b->pid, 5000, NULL);
+    return s_broker_spawn(b, extra);
+}
+
+void ts_broker_stop(ts_broker_t *b)
+{
+    if (b->pid > 0) {
+        ts_kill(b->pid, SIGTERM);
+        if (ts_wait_exit(b->pid, 5000, NULL) < 0) {
+            ts_kill(b->pid, SIGKILL);
+            ts_wait_exit(b->pid, 5000, NULL);
+        }
+        b->pid = 0;
+    }
+}
+
+void ts_remove_dir(const char *dir)
+{
+    if (getenv("VMLET_TEST_KEEP")) {
+        fprintf(stderr, "kept %s (VMLET_TEST_KEEP is set)\n", dir);
+        return;
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include <cmocka.h>
@@ -59,7 +60,38 @@ bool ts_poll(bool (*check)(void *arg), void *arg, int timeout_ms);
 // e.g. `vmlet_bus_events_lost_total{type="X"}`) in exposition text, or -1.
 double ts_metric_value(const char *exposition, const char *series);
 
+// Waits up to timeout_ms for a line starting with `prefix` in the file at
+// path (a child's output). Returns the line without newline (caller
+// frees), or NULL on timeout.
+char *ts_wait_line(const char *path, const char *prefix, int timeout_ms);
+
+// The integer after "key=" in a "RESULT a=1 b=2" line, or -1.
+long ts_kv(const char *line, const char *key);
+
+// The real broker (vmlet-bus) on free ports of its own.
+typedef struct {
+    pid_t pid;
+    int http_port;
+    char publish[64], subscribe[64], work[64]; // tcp://127.0.0.1:PORT
+    char log[256];
+} ts_broker_t;
+// extra: NULL-terminated additional flags (e.g. "--hwm=1000"), may be NULL.
+int ts_broker_start(ts_broker_t *broker, const char *dir, const char *const extra[]);
+// Restarts it on the same ports.
+int ts_broker_restart(ts_broker_t *broker, const char *const extra[]);
+void ts_broker_stop(ts_broker_t *broker);
+
+// Removes a test's directory, unless VMLET_TEST_KEEP is set (then it
+// says where it is, for a look at the logs).
+void ts_remove_dir(const char *dir);
+
 // A fresh directory under /tmp; returns a malloc'd path.
 char *ts_tempdir(const char *prefix);
+
+// Runs a cmocka group; VMLET_TEST_FILTER (a cmocka pattern, e.g.
+// "*restart*") picks which tests run.
+#define TS_RUN(tests)                                                                              \
+    (getenv("VMLET_TEST_FILTER") ? cmocka_set_test_filter(getenv("VMLET_TEST_FILTER")) : (void)0,   \
+     cmocka_run_group_tests(tests, NULL, NULL))
 
 #endif

@@ -62,5 +62,5 @@ int main(void)
         cmocka_unit_test(test_multiplier_one_is_constant),
         cmocka_unit_test(test_state_tracks_failures_and_success),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TS_RUN(tests);
 }

@@ -115,5 +115,5 @@ int main(void)
         cmocka_unit_test(test_bad_messages_are_refused),
         cmocka_unit_test(test_oversized_and_nul_frames),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TS_RUN(tests);
 }

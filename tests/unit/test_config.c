@@ -170,5 +170,5 @@ int main(void)
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_env_name),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TS_RUN(tests);
 }

@@ -203,5 +203,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_body_from_a_newer_sender, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_random_and_truncated, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TS_RUN(tests);
 }

@@ -184,5 +184,5 @@ int main(void)
         cmocka_unit_test(test_topics),
         cmocka_unit_test(test_garbage_is_rejected_with_message),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TS_RUN(tests);
 }

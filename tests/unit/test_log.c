@@ -95,5 +95,5 @@ int main(void)
         cmocka_unit_test(test_bad_settings),
         cmocka_unit_test(test_long_line_is_cut_but_whole),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TS_RUN(tests);
 }

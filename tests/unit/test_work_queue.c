@@ -181,5 +181,5 @@ int main(void)
         cmocka_unit_test(test_nack_requeues_front),
         cmocka_unit_test(test_names),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TS_RUN(tests);
 }

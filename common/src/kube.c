@@ -1,0 +1,404 @@
+// Kubernetes API requests over libcurl: one reused connection per client,
+// bearer token (re-read from its file when that changes) or client
+// certificate, and errors that name the server, the cause and the fix.
+#include "vmlet/kube.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define S_TIMEOUT_MS 30000L
+#define S_CONNECT_TIMEOUT_MS 5000L
+#define S_MAX_RESPONSE (64 * 1024 * 1024)
+#define S_MAX_TOKEN 16384
+
+struct _vmlet_kube_t {
+    CURL *curl;
+    vmlet_kube_config_t config; // our own copy
+    char *token;                // current bearer token (from config or token_file)
+    struct timespec token_mtime;
+    ino_t token_ino;
+    off_t token_size;
+    char curl_error[CURL_ERROR_SIZE];
+};
+
+typedef struct {
+    char *data;
+    size_t len;
+    bool too_big;
+} s_buffer_t;
+
+static size_t s_on_write(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    s_buffer_t *buf = arg;
+    size_t n = size * nmemb;
+    if (buf->len + n > S_MAX_RESPONSE) {
+        buf->too_big = true;
+        return 0; // makes curl fail with CURLE_WRITE_ERROR
+    }
+    char *grown = realloc(buf->data, buf->len + n + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + buf->len, ptr, n);
+    buf->data = grown;
+    buf->len += n;
+    buf->data[buf->len] = '\0';
+    return n;
+}
+
+// --- the token file ----------------------------------------------------------
+
+// Reloads the token when its file changed since the last read (bound
+// service-account tokens are rotated in place).
+static int s_refresh_token(vmlet_kube_t *self, vmlet_err_t *err)
+{
+    const char *path = self->config.token_file;
+    if (!path)
+        return 0;
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return vmlet_err_errno(err, errno, "token file %s", path);
+    if (self->token && st.st_ino == self->token_ino && st.st_size == self->token_size &&
+        st.st_mtim.tv_sec == self->token_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == self->token_mtime.tv_nsec)
+        return 0;
+    cleanup_fclose FILE *f = fopen(path, "r");
+    if (!f)
+        return vmlet_err_errno(err, errno, "token file %s", path);
+    char text[S_MAX_TOKEN];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    while (n > 0 && strchr(" \t\r\n", text[n - 1]))
+        text[--n] = '\0';
+    if (n == 0)
+        return vmlet_err_set(err, "token file %s is empty", path);
+    char *token = strdup(text);
+    if (!token)
+        return vmlet_err_set(err, "out of memory");
+    free(self->token);
+    self->token = token;
+    self->token_mtime = st.st_mtim;
+    self->token_ino = st.st_ino;
+    self->token_size = st.st_size;
+    return 0;
+}
+
+// --- construction --------------------------------------------------------------
+
+static int s_copy_config(vmlet_kube_config_t *dst, const vmlet_kube_config_t *src)
+{
+    const char *from[] = {
+        src->server,         src->ca_file,          src->ca_data,          src->token,
+        src->token_file,     src->client_cert_file, src->client_cert_data, src->client_key_file,
+        src->client_key_data};
+    char **to[] = {
+        &dst->server,         &dst->ca_file,          &dst->ca_data,          &dst->token,
+        &dst->token_file,     &dst->client_cert_file, &dst->client_cert_data, &dst->client_key_file,
+        &dst->client_key_data};
+    for (size_t i = 0; i < sizeof to / sizeof to[0]; i++)
+        if (from[i] && !(*to[i] = strdup(from[i])))
+            return -1;
+    dst->insecure_skip_tls_verify = src->insecure_skip_tls_verify;
+    size_t len = strlen(dst->server); // paths are appended as "/api/..."
+    while (len > 0 && dst->server[len - 1] == '/')
+        dst->server[--len] = '\0';
+    return 0;
+}
+
+static void s_set_blob(CURL *curl, CURLoption option, const char *pem)
+{
+    struct curl_blob blob = {(void *)pem, strlen(pem), CURL_BLOB_COPY};
+    curl_easy_setopt(curl, option, &blob);
+}
+
+// The options every request shares: TLS material, timeouts, no proxy.
+static int s_setup_curl(vmlet_kube_t *self, vmlet_err_t *err)
+{
+    const vmlet_kube_config_t *c = &self->config;
+    CURL *curl = self->curl;
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, S_TIMEOUT_MS);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, S_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, self->curl_error);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_on_write);
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "vmlet/0.1");
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, c->insecure_skip_tls_verify ? 0L : 1L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, c->insecure_skip_tls_verify ? 0L : 2L);
+    // Only the configured CA, as kubectl: curl's built-in bundle and path
+    // would otherwise be trusted too.
+    if (c->ca_data || c->ca_file) {
+        curl_easy_setopt(curl, CURLOPT_CAPATH, NULL);
+        curl_easy_setopt(curl, CURLOPT_CAINFO, c->ca_data ? NULL : c->ca_file);
+    }
+    if (c->ca_data)
+        s_set_blob(curl, CURLOPT_CAINFO_BLOB, c->ca_data);
+    if (c->client_cert_data)
+        s_set_blob(curl, CURLOPT_SSLCERT_BLOB, c->client_cert_data);
+    else if (c->client_cert_file)
+        curl_easy_setopt(curl, CURLOPT_SSLCERT, c->client_cert_file);
+    if (c->client_key_data)
+        s_set_blob(curl, CURLOPT_SSLKEY_BLOB, c->client_key_data);
+    else if (c->client_key_file)
+        curl_easy_setopt(curl, CURLOPT_SSLKEY, c->client_key_file);
+    if (c->token_file)
+        return s_refresh_token(self, err);
+    if (c->token && !(self->token = strdup(c->token)))
+        return vmlet_err_set(err, "out of memory");
+    return 0;
+}
+
+vmlet_kube_t *vmlet_kube_new(const vmlet_kube_config_t *config, vmlet_err_t *err)
+{
+    if (!config->server || !*config->server) {
+        vmlet_err_set(err, "Kubernetes client: no API server URL configured");
+        return NULL;
+    }
+    vmlet_kube_t *self = calloc(1, sizeof *self);
+    if (!self || !(self->curl = curl_easy_init()) || s_copy_config(&self->config, config) < 0) {
+        vmlet_err_set(err, "out of memory");
+        vmlet_kube_destroy(&self);
+        return NULL;
+    }
+    if (s_setup_curl(self, err) < 0) {
+        vmlet_err_wrap(err, "Kubernetes client for %s", config->server);
+        vmlet_kube_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void vmlet_kube_destroy(vmlet_kube_t **self_p)
+{
+    vmlet_kube_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->curl)
+        curl_easy_cleanup(self->curl);
+    vmlet_kube_config_clear(&self->config);
+    free(self->token);
+    free(self);
+    *self_p = NULL;
+}
+
+// --- errors ----------------------------------------------------------------------
+
+static const char *s_ca_source(const vmlet_kube_config_t *c)
+{
+    if (c->ca_data)
+        return "certificate-authority-data";
+    return c->ca_file ? c->ca_file : "the system trust store";
+}
+
+// Turns a transport failure into "TLS: ... (fix)" text in err.
+static int s_transport_error(vmlet_kube_t *self, CURLcode rc, vmlet_err_t *err)
+{
+    const vmlet_kube_config_t *c = &self->config;
+    const char *detail = self->curl_error[0] ? self->curl_error : curl_easy_strerror(rc);
+    switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+        if (strstr(detail, "subject name") || strstr(detail, "does not match"))
+            return vmlet_err_set(err,
+                                 "TLS: server certificate is not valid for this host name: "
+                                 "%s (connect by a name or IP in its SANs)",
+                                 detail);
+        return vmlet_err_set(err,
+                             "TLS: server certificate not signed by the CA in %s: %s "
+                             "(check certificate-authority in the kubeconfig)",
+                             s_ca_source(c), detail);
+    case CURLE_SSL_CACERT_BADFILE:
+        return vmlet_err_set(err,
+                             "TLS: cannot use the CA in %s: %s (check "
+                             "certificate-authority in the kubeconfig)",
+                             s_ca_source(c), detail);
+    case CURLE_SSL_CERTPROBLEM:
+        return vmlet_err_set(err,
+                             "TLS: cannot use the client certificate or key: %s (check "
+                             "client-certificate and client-key in the kubeconfig)",
+                             detail);
+    case CURLE_SSL_CONNECT_ERROR:
+        return vmlet_err_set(err,
+                             "TLS handshake failed: %s (is the server speaking HTTPS, and "
+                             "does it accept this client certificate?)",
+                             detail);
+    case CURLE_COULDNT_CONNECT:
+        return vmlet_err_set(err, "cannot connect: %s (is the API server running at %s?)", detail,
+                             c->server);
+    case CURLE_OPERATION_TIMEDOUT:
+        return vmlet_err_set(err,
+                             "timed out: %s (is the API server at %s overloaded or "
+                             "unreachable?)",
+                             detail, c->server);
+    default:
+        return vmlet_err_set(err, "%s", detail);
+    }
+}
+
+static const char *s_reason(long status)
+{
+    static const struct {
+        long code;
+        const char *text;
+    } reasons[] = {{200, "OK"},
+                   {201, "Created"},
+                   {202, "Accepted"},
+                   {400, "Bad Request"},
+                   {401, "Unauthorized"},
+                   {403, "Forbidden"},
+                   {404, "Not Found"},
+                   {405, "Method Not Allowed"},
+                   {406, "Not Acceptable"},
+                   {409, "Conflict"},
+                   {410, "Gone"},
+                   {413, "Request Entity Too Large"},
+                   {415, "Unsupported Media Type"},
+                   {422, "Unprocessable Entity"},
+                   {429, "Too Many Requests"},
+                   {500, "Internal Server Error"},
+                   {502, "Bad Gateway"},
+                   {503, "Service Unavailable"},
+                   {504, "Gateway Timeout"}};
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i].code == status)
+            return reasons[i].text;
+    return "HTTP error";
+}
+
+// What to check after a 401 or 403, given how this client authenticates.
+static const char *s_auth_hint(const vmlet_kube_t *self, long status)
+{
+    const vmlet_kube_config_t *c = &self->config;
+    if (status == 403)
+        return " (authenticated, but RBAC does not allow this request: grant the user a role "
+               "that does)";
+    if (c->token_file)
+        return " (check the token in the tokenFile: wrong or expired?)";
+    if (c->token)
+        return " (check the token: the API server does not know it)";
+    if (c->client_cert_file || c->client_cert_data)
+        return " (check the client certificate: is it signed by the API server's client CA "
+               "and still valid?)";
+    return " (no credentials configured: set a token or a client certificate)";
+}
+
+// err = "<status> <reason>: <Status.message or body> (hint)".
+static int s_status_error(const vmlet_kube_t *self, long status, const char *body, vmlet_err_t *err)
+{
+    cJSON *json = body ? cJSON_Parse(body) : NULL;
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(json, "message");
+    char text[512];
+    if (cJSON_IsString(message))
+        snprintf(text, sizeof text, "%s", message->valuestring);
+    else
+        snprintf(text, sizeof text, "%.200s", body && *body ? body : "(empty body)");
+    text[strcspn(text, "\r\n")] = '\0';
+    cJSON_Delete(json);
+    return vmlet_err_set(err, "%ld %s: %s%s", status, s_reason(status), text,
+                         status == 401 || status == 403 ? s_auth_hint(self, status) : "");
+}
+
+// --- requests --------------------------------------------------------------------
+
+static struct curl_slist *s_headers(const vmlet_kube_t *self, const char *content_type)
+{
+    struct curl_slist *list = curl_slist_append(NULL, "Accept: application/json");
+    char line[S_MAX_TOKEN + 64];
+    if (list && content_type) {
+        snprintf(line, sizeof line, "Content-Type: %s", content_type);
+        list = curl_slist_append(list, line);
+    }
+    if (list && self->token) {
+        snprintf(line, sizeof line, "Authorization: Bearer %s", self->token);
+        list = curl_slist_append(list, line);
+        explicit_bzero(line, sizeof line);
+    }
+    return list;
+}
+
+// One exchange; *raw is the body text (caller frees). Returns -1 with err
+// (without the "METHOD URL" prefix) on a transport failure.
+static int s_exchange(vmlet_kube_t *self, const char *method, const char *url,
+                      const char *content_type, const char *body, long *status, char **raw,
+                      vmlet_err_t *err)
+{
+    if (s_refresh_token(self, err) < 0)
+        return -1;
+    struct curl_slist *headers = s_headers(self, content_type);
+    if (!headers)
+        return vmlet_err_set(err, "out of memory");
+    CURL *curl = self->curl;
+    s_buffer_t buf = {0};
+    curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L); // resets any body from the last request
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") ? method : NULL);
+    if (body) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        curl_easy_setopt(curl, CURLOPT_COPYPOSTFIELDS, body);
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
+    self->curl_error[0] = '\0';
+    CURLcode rc = curl_easy_perform(curl);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    if (rc != CURLE_OK) {
+        free(buf.data);
+        if (buf.too_big)
+            return vmlet_err_set(err, "response larger than %d MiB", S_MAX_RESPONSE >> 20);
+        return s_transport_error(self, rc, err);
+    }
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    *raw = buf.data;
+    return 0;
+}
+
+static int s_perform(vmlet_kube_t *self, const char *method, const char *path,
+                     const char *content_type, const char *body, long *status, char **raw,
+                     vmlet_err_t *err)
+{
+    *raw = NULL;
+    if (!path || path[0] != '/')
+        return vmlet_err_set(err, "%s %s: path must start with \"/\"", method,
+                             path ? path : "(null)");
+    cleanup_free char *url = NULL;
+    if (asprintf(&url, "%s%s", self->config.server, path) < 0) {
+        url = NULL;
+        return vmlet_err_set(err, "out of memory");
+    }
+    if (s_exchange(self, method, url, content_type, body, status, raw, err) < 0)
+        return vmlet_err_wrap(err, "%s %s", method, url);
+    return 0;
+}
+
+int vmlet_kube_request(vmlet_kube_t *self, const char *method, const char *path,
+                       const char *content_type, const char *body, long *status, cJSON **response,
+                       vmlet_err_t *err)
+{
+    cleanup_free char *raw = NULL;
+    *response = NULL;
+    if (s_perform(self, method, path, content_type, body, status, &raw, err) < 0)
+        return -1;
+    if (raw && *raw)
+        *response = cJSON_Parse(raw);
+    return 0;
+}
+
+int vmlet_kube_get(vmlet_kube_t *self, const char *path, cJSON **out, vmlet_err_t *err)
+{
+    cleanup_free char *raw = NULL;
+    long status = 0;
+    *out = NULL;
+    if (s_perform(self, "GET", path, NULL, NULL, &status, &raw, err) < 0)
+        return -1;
+    if (status < 200 || status > 299) {
+        s_status_error(self, status, raw, err);
+        return vmlet_err_wrap(err, "GET %s%s", self->config.server, path);
+    }
+    *out = raw && *raw ? cJSON_Parse(raw) : NULL;
+    if (!*out)
+        return vmlet_err_set(err, "GET %s%s: %ld %s but the body is not JSON", self->config.server,
+                             path, status, s_reason(status));
+    return 0;
+}

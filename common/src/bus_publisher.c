@@ -13,15 +13,17 @@
 #include <string.h>
 
 #define TOPIC_SLOTS 129       // body cases are small field numbers
-#define SYNC_QUIET_MS 1000    // a topic quiet this long gets a seq marker...
-#define SYNC_REPEAT_MS 5000   // ...and again this often, in case one was dropped
-#define SYNC_TIMER_MS 250
+#define SYNC_TIMER_MS 250     // how often topics are looked at
+#define SYNC_QUIET_TICKS 4    // a topic quiet this many looks gets a seq marker...
+#define SYNC_REPEAT_TICKS 20  // ...and again this often, in case one was dropped
 
 typedef struct {
     uint64_t seq;        // last sequence number sent on the topic
     uint64_t synced_seq; // last one a marker covered
-    int64_t last_sent_ms;
-    int64_t last_sync_ms;
+    // Counted in timer ticks, not read from a clock: publishing stays cheap.
+    uint64_t seq_at_last_tick;
+    int quiet_ticks;
+    int ticks_since_sync;
     vmlet_metric_t *dropped;
     vmlet_metric_t *published;
 } topic_state_t;
@@ -189,18 +191,20 @@ static topic_state_t *s_topic(vmlet_bus_publisher_t *self, vmlet_body_case_t bod
     return t;
 }
 
-// Packs and sends [topic][envelope]; 0 if queued, -1 if the queue is full.
+// Packs straight into a ZeroMQ message and sends [topic][envelope]; 0 if
+// queued, -1 if the queue is full.
 static int s_send(vmlet_bus_publisher_t *self, const char *topic, vmlet_envelope_t *env)
 {
-    size_t len;
-    uint8_t *bytes = vmlet_envelope_pack(env, &len);
-    if (!bytes)
+    zmq_msg_t body;
+    if (zmq_msg_init_size(&body, vmlet__envelope__get_packed_size(env)) < 0)
         return -1;
+    vmlet__envelope__pack(env, zmq_msg_data(&body));
     void *raw = zsock_resolve(self->sock);
     int rc = zmq_send(raw, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0)
-        rc = zmq_send(raw, bytes, len, ZMQ_DONTWAIT);
-    free(bytes);
+        rc = zmq_msg_send(&body, raw, ZMQ_DONTWAIT);
+    if (rc < 0)
+        zmq_msg_close(&body);
     return rc < 0 ? -1 : 0;
 }
 
@@ -213,10 +217,6 @@ static int s_stamp_and_send(vmlet_bus_publisher_t *self, vmlet_envelope_t *env,
     Vmlet__Header *saved = env->header;
     if (saved)
         header = *saved; // keep the caller's trace id and whatever else they set
-    char message_id[64];
-    snprintf(message_id, sizeof message_id, "%016" PRIx64 "-%s-%" PRIu64, self->id, topic, seq);
-    if (!header.message_id || !header.message_id[0])
-        header.message_id = message_id;
     header.source = self->source;
     header.has_publisher_id = 1;
     header.publisher_id = self->id;
@@ -244,26 +244,27 @@ int vmlet_bus_publish(vmlet_bus_publisher_t *self, vmlet_envelope_t *env, vmlet_
                              topic, zmq_strerror(zmq_errno()));
     }
     t->seq++;
-    t->last_sent_ms = vmlet_now_ms();
     vmlet_counter_inc(t->published);
     return 0;
 }
 
 void vmlet_bus_publisher_sync(vmlet_bus_publisher_t *self)
 {
-    int64_t now = vmlet_now_ms();
     for (size_t c = 1; c < TOPIC_SLOTS; c++) {
         topic_state_t *t = &self->topics[c];
-        bool quiet = now - t->last_sent_ms >= SYNC_QUIET_MS;
-        bool due = t->seq != t->synced_seq || now - t->last_sync_ms >= SYNC_REPEAT_MS;
-        if (t->seq == 0 || !quiet || !due)
+        if (t->seq == 0)
             continue;
-        // A body-less envelope would have no topic; carry the body type by
-        // topic only and leave the body unset.
+        t->quiet_ticks = t->seq == t->seq_at_last_tick ? t->quiet_ticks + 1 : 0;
+        t->seq_at_last_tick = t->seq;
+        t->ticks_since_sync++;
+        bool due = t->seq != t->synced_seq || t->ticks_since_sync >= SYNC_REPEAT_TICKS;
+        if (t->quiet_ticks < SYNC_QUIET_TICKS || !due)
+            continue;
+        // The marker has no body; its topic says which type it covers.
         vmlet_envelope_t marker = VMLET__ENVELOPE__INIT;
         if (s_stamp_and_send(self, &marker, (vmlet_body_case_t)c, t->seq, true) == 0) {
             t->synced_seq = t->seq;
-            t->last_sync_ms = now;
+            t->ticks_since_sync = 0;
         }
     }
 }

@@ -8,13 +8,15 @@
 #include <string.h>
 
 #define TOPIC_SLOTS 129
+#define ARENA_BYTES 65536      // scratch for unpacking one event
 #define BATCH_MAX 256           // messages per loop wake-up, so timers still run
-#define PUBLISHER_FORGET_MS 600000 // a publisher silent this long is forgotten
+#define PRUNE_MS 60000      // how often forgotten publishers are looked for
+#define FORGET_AFTER_PRUNES 10 // a publisher silent this many periods is forgotten
 
 // The last sequence number seen from one publisher on one topic.
 typedef struct {
     uint64_t last_seq;
-    int64_t last_seen_ms;
+    uint64_t last_seen_prune; // the prune period it was last heard in
 } stream_t;
 
 typedef struct {
@@ -34,8 +36,15 @@ struct _vmlet_bus_subscriber_t {
     vmlet_metrics_t *metrics;
     vmlet_metric_t *ready_gauge;
     vmlet_metric_t *malformed;
+    vmlet_arena_t arena;
     zhashx_t *streams; // "<publisher id>/<topic>" -> stream_t
+    // The stream of the previous event: bursts come from one publisher, so
+    // this saves formatting a key and a hash lookup per event.
+    stream_t *last_stream;
+    uint64_t last_publisher;
+    vmlet_body_case_t last_case;
     uint64_t lost;
+    uint64_t prunes; // a clock of prune periods: cheaper than reading time per event
     topic_metrics_t topics[TOPIC_SLOTS];
 };
 
@@ -55,7 +64,7 @@ vmlet_bus_subscriber_t *vmlet_bus_subscriber_new(const vmlet_bus_options_t *opti
     self->metrics = metrics;
     self->streams = zhashx_new();
     self->sock = zsock_new(ZMQ_SUB);
-    if (!self->streams || !self->sock) {
+    if (!self->streams || !self->sock || vmlet_arena_init(&self->arena, ARENA_BYTES) < 0) {
         vmlet_bus_subscriber_destroy(&self);
         vmlet_err_set(err, "bus subscriber: cannot create socket");
         return NULL;
@@ -111,6 +120,7 @@ void vmlet_bus_subscriber_destroy(vmlet_bus_subscriber_t **self_p)
     zsock_destroy(&self->monitor);
     zsock_destroy(&self->sock);
     zhashx_destroy(&self->streams);
+    vmlet_arena_clear(&self->arena);
     free(self);
     *self_p = NULL;
 }
@@ -139,9 +149,14 @@ static bool s_check_sequence(vmlet_bus_subscriber_t *self, const Vmlet__Header *
 {
     if (!h || !h->has_publisher_id || !h->has_seq)
         return true; // a tool that does not number its events
+    stream_t *s = NULL;
+    if (self->last_stream && self->last_publisher == h->publisher_id && self->last_case == c)
+        s = self->last_stream;
     char key[128];
-    snprintf(key, sizeof key, "%016" PRIx64 "/%s", h->publisher_id, topic);
-    stream_t *s = zhashx_lookup(self->streams, key);
+    if (!s) {
+        snprintf(key, sizeof key, "%016" PRIx64 "/%s", h->publisher_id, topic);
+        s = zhashx_lookup(self->streams, key);
+    }
     if (!s) {
         s = calloc(1, sizeof *s);
         if (!s)
@@ -149,7 +164,10 @@ static bool s_check_sequence(vmlet_bus_subscriber_t *self, const Vmlet__Header *
         s->last_seq = h->seq - (h->seq_sync ? 0 : 1); // what came before we joined is not ours
         zhashx_insert(self->streams, key, s);
     }
-    s->last_seen_ms = vmlet_now_ms();
+    self->last_stream = s;
+    self->last_publisher = h->publisher_id;
+    self->last_case = c;
+    s->last_seen_prune = self->prunes;
     topic_metrics_t *t = s_topic_metrics(self, c, topic);
     if (h->seq <= s->last_seq) {
         if (!h->seq_sync)
@@ -192,45 +210,83 @@ static void s_on_hello(vmlet_bus_subscriber_t *self)
     vmlet_gauge_set(self->ready_gauge, 1);
 }
 
-static void s_handle(vmlet_bus_subscriber_t *self, zmsg_t *msg)
+static bool s_part_equals(zmq_msg_t *part, const char *text)
 {
-    zframe_t *topic_frame = zmsg_first(msg);
-    zframe_t *body = zmsg_next(msg);
-    char *topic = topic_frame ? zframe_strdup(topic_frame) : NULL;
-    if (topic && strcmp(topic, self->hello_topic) == 0) {
+    size_t n = strlen(text);
+    return zmq_msg_size(part) == n && memcmp(zmq_msg_data(part), text, n) == 0;
+}
+
+// Handles one event, [topic][envelope]. `extra` says more parts followed.
+static void s_handle(vmlet_bus_subscriber_t *self, zmq_msg_t *topic, zmq_msg_t *body, bool extra)
+{
+    if (s_part_equals(topic, self->hello_topic)) {
         s_on_hello(self);
-    } else if (!topic || !body || zmsg_next(msg)) {
-        vmlet_counter_inc(self->malformed);
-    } else {
-        vmlet_err_t err = {0};
-        vmlet_envelope_t *env =
-            vmlet_envelope_unpack(zframe_data(body), zframe_size(body), &err);
-        vmlet_body_case_t c = vmlet_envelope_case_for_topic(topic);
-        if (!env || c == VMLET__ENVELOPE__BODY__NOT_SET)
-            vmlet_dispatch_bytes(self->dispatch, zframe_data(body), zframe_size(body), NULL);
-        else if (s_check_sequence(self, env->header, c, topic))
-            vmlet_dispatch_envelope(self->dispatch, env, NULL);
-        vmlet_envelope_free(&env);
+        return;
     }
-    free(topic);
+    if (!body || extra) {
+        vmlet_counter_inc(self->malformed);
+        return;
+    }
+    const uint8_t *data = zmq_msg_data(body);
+    size_t len = zmq_msg_size(body);
+    vmlet_envelope_t *env = vmlet_envelope_unpack_in(&self->arena, data, len, NULL);
+    if (!env) {
+        vmlet_dispatch_bytes(self->dispatch, data, len, NULL); // counts it as malformed
+        return;
+    }
+    // The topic names the type even for a body-less sequence marker.
+    vmlet_body_case_t c = env->body_case;
+    if (c == VMLET__ENVELOPE__BODY__NOT_SET) {
+        char name[64];
+        size_t n = zmq_msg_size(topic) < sizeof name - 1 ? zmq_msg_size(topic) : sizeof name - 1;
+        memcpy(name, zmq_msg_data(topic), n);
+        name[n] = '\0';
+        c = vmlet_envelope_case_for_topic(name);
+    }
+    const char *topic_name = vmlet_envelope_topic(c);
+    if (!topic_name && env->body_case == VMLET__ENVELOPE__BODY__NOT_SET)
+        vmlet_dispatch_envelope(self->dispatch, env, NULL); // a newer sender's type: unknown
+    else if (!topic_name || !s_part_equals(topic, topic_name))
+        vmlet_counter_inc(self->malformed); // the body is not what the topic says
+    else if (s_check_sequence(self, env->header, c, topic_name))
+        vmlet_dispatch_envelope(self->dispatch, env, NULL);
+    vmlet_envelope_release(&self->arena, &env);
+}
+
+// Receives one whole message without blocking; false when none is waiting.
+static bool s_receive_one(vmlet_bus_subscriber_t *self)
+{
+    void *sock = zsock_resolve(self->sock);
+    zmq_msg_t topic, body;
+    zmq_msg_init(&topic);
+    if (zmq_msg_recv(&topic, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&topic);
+        return false;
+    }
+    bool has_body = zmq_msg_more(&topic);
+    zmq_msg_init(&body);
+    if (has_body)
+        zmq_msg_recv(&body, sock, 0);
+    bool extra = has_body && zmq_msg_more(&body);
+    s_handle(self, &topic, has_body ? &body : NULL, extra);
+    // Drain any further parts of a malformed message.
+    while (extra) {
+        zmq_msg_recv(&body, sock, 0);
+        extra = zmq_msg_more(&body);
+    }
+    zmq_msg_close(&topic);
+    zmq_msg_close(&body);
+    return true;
 }
 
 int vmlet_bus_subscriber_receive(vmlet_bus_subscriber_t *self, int max, int timeout_ms)
 {
-    int handled = 0;
     zmq_pollitem_t item = {zsock_resolve(self->sock), 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, timeout_ms) <= 0)
+    if (timeout_ms > 0 && zmq_poll(&item, 1, timeout_ms) <= 0)
         return 0;
-    while (handled < max) {
-        zmsg_t *msg = NULL;
-        if (zsock_events(self->sock) & ZMQ_POLLIN)
-            msg = zmsg_recv(self->sock);
-        if (!msg)
-            break;
-        s_handle(self, msg);
-        zmsg_destroy(&msg);
+    int handled = 0;
+    while (handled < max && s_receive_one(self))
         handled++;
-    }
     return handled;
 }
 
@@ -248,12 +304,15 @@ static int s_on_prune(zloop_t *loop, int timer_id, void *arg)
     (void)loop;
     (void)timer_id;
     vmlet_bus_subscriber_t *self = arg;
-    int64_t now = vmlet_now_ms();
+    self->prunes++;
     zlistx_t *keys = zhashx_keys(self->streams);
     for (char *key = zlistx_first(keys); key; key = zlistx_next(keys)) {
         stream_t *s = zhashx_lookup(self->streams, key);
-        if (s && now - s->last_seen_ms > PUBLISHER_FORGET_MS)
+        if (s && self->prunes - s->last_seen_prune > FORGET_AFTER_PRUNES) {
+            if (s == self->last_stream)
+                self->last_stream = NULL;
             zhashx_delete(self->streams, key);
+        }
     }
     zlistx_destroy(&keys);
     return 0;
@@ -264,7 +323,7 @@ int vmlet_bus_subscriber_attach(vmlet_bus_subscriber_t *self, zloop_t *loop, vml
     if (zloop_reader(loop, self->sock, s_on_readable, self) < 0 ||
         zloop_reader(loop, self->monitor, s_on_monitor, self) < 0)
         return vmlet_err_set(err, "bus subscriber: cannot watch socket");
-    self->prune_timer = zloop_timer(loop, 60000, 0, s_on_prune, self);
+    self->prune_timer = zloop_timer(loop, PRUNE_MS, 0, s_on_prune, self);
     self->loop = loop;
     return 0;
 }

@@ -5,13 +5,11 @@
 
 static const ProtobufCFieldDescriptor *s_body_field(vmlet_body_case_t body_case)
 {
-    const ProtobufCMessageDescriptor *d = &vmlet__envelope__descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && (int)f->id == (int)body_case)
-            return f;
-    }
-    return NULL;
+    if ((int)body_case <= 0)
+        return NULL;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&vmlet__envelope__descriptor, (unsigned)body_case);
+    return f && (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ? f : NULL;
 }
 
 const char *vmlet_envelope_topic(vmlet_body_case_t body_case)
@@ -71,4 +69,57 @@ void vmlet_envelope_free(vmlet_envelope_t **env_p)
         vmlet__envelope__free_unpacked(*env_p, NULL);
         *env_p = NULL;
     }
+}
+
+int vmlet_arena_init(vmlet_arena_t *arena, size_t cap)
+{
+    arena->buf = malloc(cap);
+    arena->cap = arena->buf ? cap : 0;
+    arena->used = 0;
+    return arena->buf ? 0 : -1;
+}
+
+void vmlet_arena_clear(vmlet_arena_t *arena)
+{
+    free(arena->buf);
+    *arena = (vmlet_arena_t){0};
+}
+
+static void *s_arena_alloc(void *data, size_t size)
+{
+    vmlet_arena_t *arena = data;
+    size_t at = (arena->used + 15) & ~(size_t)15;
+    if (at + size > arena->cap)
+        return malloc(size);
+    arena->used = at + size;
+    return arena->buf + at;
+}
+
+static void s_arena_free(void *data, void *pointer)
+{
+    vmlet_arena_t *arena = data;
+    uint8_t *p = pointer;
+    if (p < arena->buf || p >= arena->buf + arena->cap)
+        free(pointer); // spilled
+}
+
+vmlet_envelope_t *vmlet_envelope_unpack_in(vmlet_arena_t *arena, const uint8_t *data,
+                                           size_t len, vmlet_err_t *err)
+{
+    ProtobufCAllocator allocator = {s_arena_alloc, s_arena_free, arena};
+    arena->used = 0;
+    vmlet_envelope_t *env = vmlet__envelope__unpack(&allocator, len, data);
+    if (!env)
+        vmlet_err_set(err, "malformed envelope (%zu bytes)", len);
+    return env;
+}
+
+void vmlet_envelope_release(vmlet_arena_t *arena, vmlet_envelope_t **env_p)
+{
+    if (env_p && *env_p) {
+        ProtobufCAllocator allocator = {s_arena_alloc, s_arena_free, arena};
+        vmlet__envelope__free_unpacked(*env_p, &allocator);
+        *env_p = NULL;
+    }
+    arena->used = 0;
 }

@@ -128,7 +128,7 @@ static int s_publish(peer_t *p, vmlet_bus_options_t *bus)
     // Stay for --idle sending sequence markers, so subscribers also see
     // losses at the tail.
     for (int64_t until = vmlet_now_ms() + p->s->idle_ms; vmlet_now_ms() < until;) {
-        usleep(100 * 1000);
+        usleep(250 * 1000);
         vmlet_bus_publisher_sync(pub);
     }
     vmlet_bus_publisher_destroy(&pub);

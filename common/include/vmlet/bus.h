@@ -53,13 +53,16 @@ bool vmlet_bus_publisher_ready(const vmlet_bus_publisher_t *self);
 int vmlet_bus_publisher_wait_ready(vmlet_bus_publisher_t *self, int timeout_ms,
                                    vmlet_err_t *err);
 
-// Stamps env's header (source, publisher id, seq, time, message id) and
+// Stamps env's header (source, publisher id, seq, time; an event is named
+// by publisher id and seq, so message_id is left as the caller set it) and
 // sends it on the topic of its body. Never blocks: past the high-water mark
 // the event is dropped, counted in vmlet_bus_events_dropped_total, and -1
 // returned with err. env is borrowed; its header pointer is left as it was.
 int vmlet_bus_publish(vmlet_bus_publisher_t *self, vmlet_envelope_t *env, vmlet_err_t *err);
 
-// Sends pending sequence markers now (normally a timer does it).
+// One tick of the sequence-marker clock: a topic quiet for 4 ticks gets a
+// marker, and another every 20 ticks. An attached publisher's timer ticks
+// every 250 ms; code without a loop calls this at that pace itself.
 void vmlet_bus_publisher_sync(vmlet_bus_publisher_t *self);
 
 // --- subscriber -------------------------------------------------------------

@@ -38,4 +38,24 @@ vmlet_envelope_t *vmlet_envelope_unpack(const uint8_t *data, size_t len, vmlet_e
 
 void vmlet_envelope_free(vmlet_envelope_t **env_p);
 
+// A scratch arena for unpacking one envelope at a time without a malloc
+// per field: the bus subscriber's hot path. Bigger messages spill to the
+// heap transparently. Handlers only borrow an envelope, so its memory can
+// be reused as soon as the handler returns.
+typedef struct {
+    uint8_t *buf;
+    size_t cap, used;
+} vmlet_arena_t;
+
+// cap bytes of scratch; returns -1 when out of memory.
+int vmlet_arena_init(vmlet_arena_t *arena, size_t cap);
+void vmlet_arena_clear(vmlet_arena_t *arena);
+
+// Like vmlet_envelope_unpack, allocating from the arena (which must be
+// empty: release the previous envelope first).
+vmlet_envelope_t *vmlet_envelope_unpack_in(vmlet_arena_t *arena, const uint8_t *data,
+                                           size_t len, vmlet_err_t *err);
+// Frees what spilled to the heap and empties the arena.
+void vmlet_envelope_release(vmlet_arena_t *arena, vmlet_envelope_t **env_p);
+
 #endif

@@ -369,6 +369,26 @@ int vmlet_service_run(vmlet_service_t *self, void *ctx)
     return 0;
 }
 
+int vmlet_service_main(const vmlet_service_def_t *def, int argc, char *argv[])
+{
+    int code;
+    vmlet_service_t *self = vmlet_service_new(def, argc, argv, &code);
+    if (!self)
+        return code;
+    void *ctx = NULL;
+    vmlet_err_t err = {0};
+    if (def->start && !(ctx = def->start(self, &err))) {
+        vmlet_log_error(self->log, NULL, "%s", err.msg);
+        code = 1;
+    } else {
+        code = vmlet_service_run(self, ctx);
+    }
+    if (def->stop)
+        def->stop(&ctx);
+    vmlet_service_destroy(&self);
+    return code;
+}
+
 vmlet_log_t *vmlet_service_log(vmlet_service_t *self)
 {
     return self->log;
@@ -407,4 +427,9 @@ vmlet_bus_worker_t *vmlet_service_worker(vmlet_service_t *self)
 const vmlet_service_settings_t *vmlet_service_settings(const vmlet_service_t *self)
 {
     return &self->settings;
+}
+
+const vmlet_service_def_t *vmlet_service_def(const vmlet_service_t *self)
+{
+    return self->def;
 }

@@ -34,6 +34,30 @@ static const vmlet_cfg_option_t options[] = {
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
+static void *s_start(vmlet_service_t *service, vmlet_err_t *err)
+{
+    const settings_t *s = vmlet_service_def(service)->settings;
+    broker_options_t broker_options = {
+        .publish_bind = s->publish_bind,
+        .subscribe_bind = s->subscribe_bind,
+        .work_bind = s->work_bind,
+        .hwm = (int)s->hwm,
+        .heartbeat_ms = s->heartbeat_ms,
+        .liveness = (int)s->liveness,
+        .max_queue = (size_t)s->max_queue,
+    };
+    broker_t *broker =
+        broker_new(&broker_options, vmlet_service_metrics(service), vmlet_service_log(service), err);
+    if (broker && broker_attach(broker, vmlet_service_loop(service), err) < 0)
+        broker_destroy(&broker);
+    return broker;
+}
+
+static void s_stop(void **broker_p)
+{
+    broker_destroy((broker_t **)broker_p);
+}
+
 int main(int argc, char *argv[])
 {
     settings_t settings = {0};
@@ -44,31 +68,8 @@ int main(int argc, char *argv[])
         .standalone = true,
         .options = options,
         .settings = &settings,
+        .start = s_start,
+        .stop = s_stop,
     };
-    int code;
-    vmlet_service_t *service = vmlet_service_new(&def, argc, argv, &code);
-    if (!service)
-        return code;
-    broker_options_t broker_options = {
-        .publish_bind = settings.publish_bind,
-        .subscribe_bind = settings.subscribe_bind,
-        .work_bind = settings.work_bind,
-        .hwm = (int)settings.hwm,
-        .heartbeat_ms = settings.heartbeat_ms,
-        .liveness = (int)settings.liveness,
-        .max_queue = (size_t)settings.max_queue,
-    };
-    vmlet_err_t err = {0};
-    broker_t *broker = broker_new(&broker_options, vmlet_service_metrics(service),
-                                  vmlet_service_log(service), &err);
-    if (!broker || broker_attach(broker, vmlet_service_loop(service), &err) < 0) {
-        vmlet_log_error(vmlet_service_log(service), NULL, "%s", err.msg);
-        broker_destroy(&broker);
-        vmlet_service_destroy(&service);
-        return 1;
-    }
-    code = vmlet_service_run(service, NULL);
-    broker_destroy(&broker);
-    vmlet_service_destroy(&service);
-    return code;
+    return vmlet_service_main(&def, argc, argv);
 }

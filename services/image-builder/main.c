@@ -17,11 +17,5 @@ int main(int argc, char *argv[])
         .work_queue = VMLET_QUEUE_IMAGE_BUILDER,
         .work_capacity = 4,
     };
-    int code;
-    vmlet_service_t *service = vmlet_service_new(&def, argc, argv, &code);
-    if (!service)
-        return code;
-    code = vmlet_service_run(service, NULL);
-    vmlet_service_destroy(&service);
-    return code;
+    return vmlet_service_main(&def, argc, argv);
 }

@@ -18,11 +18,5 @@ int main(int argc, char *argv[])
         .subscribe = subscriptions,
         .n_subscribe = sizeof subscriptions / sizeof subscriptions[0],
     };
-    int code;
-    vmlet_service_t *service = vmlet_service_new(&def, argc, argv, &code);
-    if (!service)
-        return code;
-    code = vmlet_service_run(service, NULL);
-    vmlet_service_destroy(&service);
-    return code;
+    return vmlet_service_main(&def, argc, argv);
 }

@@ -71,3 +71,27 @@ bed_stop_pidfile() {
     fi
     rm -f "$pidfile"
 }
+
+# bed_piece_comm NAME: the name the kernel gives a bed piece's process
+# (/proc/PID/comm, at most 15 characters).
+bed_piece_comm() {
+    case $1 in
+    etcd) echo etcd ;;
+    apiserver) echo kube-apiserver ;;
+    controller-manager) echo kube-controller ;;
+    scheduler) echo kube-scheduler ;;
+    redis) echo redis-server ;;
+    registry) echo docker-registry ;;
+    *) bed_die "unknown piece '$1'" ;;
+    esac
+}
+
+# bed_piece_running PID NAME: PID is a live process of piece NAME. A zombie
+# waiting for its reaper counts as gone; a stranger that reused the pid is
+# not ours.
+bed_piece_running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$(bed_piece_comm "$2")" ]
+}

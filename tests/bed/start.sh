@@ -129,27 +129,11 @@ EOF
 
 # --- processes -----------------------------------------------------------
 
-# The name the kernel gives each piece's process (/proc/PID/comm, 15 chars).
-comm_of() {
-    case $1 in
-    etcd) echo etcd ;;
-    apiserver) echo kube-apiserver ;;
-    controller-manager) echo kube-controller ;;
-    scheduler) echo kube-scheduler ;;
-    redis) echo redis-server ;;
-    registry) echo docker-registry ;;
-    esac
-}
-
-# piece_alive NAME: its pidfile names a live process that is that piece
-# (a zombie awaiting its reaper counts as gone; a stranger that reused the
-# pid is not ours).
+# piece_alive NAME: its pidfile names a live process of that piece.
 piece_alive() {
-    local pid stat
+    local pid
     pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [ "${stat%% *}" != Z ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$(comm_of "$1")" ]
+    bed_piece_running "$pid" "$1"
 }
 
 stop_piece() {

@@ -18,34 +18,13 @@ case "${1:-}" in
 *) bed_die "usage: stop.sh DIR [--only piece,...]" ;;
 esac
 
-# The name the kernel gives each piece's process (/proc/PID/comm).
-comm_of() {
-    case $1 in
-    etcd) echo etcd ;;
-    apiserver) echo kube-apiserver ;;
-    controller-manager) echo kube-controller ;;
-    scheduler) echo kube-scheduler ;;
-    redis) echo redis-server ;;
-    registry) echo docker-registry ;;
-    *) bed_die "unknown piece '$1'" ;;
-    esac
-}
-
-# running PID NAME: PID is a live process of piece NAME (a zombie waiting
-# for its reaper counts as gone; a stranger that reused the pid is left alone).
-running() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [ "${stat%% *}" != Z ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$(comm_of "$2")" ]
-}
 
 # stop PID NAME: SIGTERM, up to 10 s to exit, then SIGKILL.
 stop() {
     local pid=$1 name=$2
     kill -TERM "$pid" 2>/dev/null || return 0
     for _ in $(seq 100); do
-        running "$pid" "$name" || return 0
+        bed_piece_running "$pid" "$name" || return 0
         sleep 0.1
     done
     bed_log "$name (pid $pid) ignored SIGTERM for 10 s; killing it"
@@ -57,7 +36,7 @@ for p in $pieces; do
     pidfile=$DIR/run/$p.pid
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
-    if running "$pid" "$p"; then
+    if bed_piece_running "$pid" "$p"; then
         stop "$pid" "$p"
         stopped="$stopped $p"
     fi

@@ -37,6 +37,8 @@ typedef struct {
     int64_t presence_interval_ms;
 } vmlet_service_settings_t;
 
+typedef struct _vmlet_service_t vmlet_service_t;
+
 typedef struct {
     const char *name;    // "k8s-watcher": logs, metrics, presence key
     const char *summary; // one line for --help
@@ -55,9 +57,13 @@ typedef struct {
     const char *work_queue;
     int work_capacity;
     const vmlet_route_t *routes;
+    // The service's domain object: made once the service is built (it may
+    // keep the service's loop, store, publisher...), and passed to the
+    // handlers. NULL start: no domain object. start returns NULL with err
+    // to abort; stop (may be NULL) destroys what start made.
+    void *(*start)(vmlet_service_t *service, vmlet_err_t *err);
+    void (*stop)(void **ctx_p);
 } vmlet_service_def_t;
-
-typedef struct _vmlet_service_t vmlet_service_t;
 
 // Loads settings from argv and the environment and builds everything but
 // the bus roles. Returns NULL when the process should exit at once, with
@@ -71,6 +77,10 @@ void vmlet_service_destroy(vmlet_service_t **self_p);
 // loop until SIGTERM or SIGINT. Returns the process exit code.
 int vmlet_service_run(vmlet_service_t *self, void *ctx);
 
+// A service's whole main(): new, start, run, stop, destroy. Returns the
+// process exit code.
+int vmlet_service_main(const vmlet_service_def_t *def, int argc, char *argv[]);
+
 vmlet_log_t *vmlet_service_log(vmlet_service_t *self);
 zloop_t *vmlet_service_loop(vmlet_service_t *self);
 vmlet_metrics_t *vmlet_service_metrics(vmlet_service_t *self);
@@ -79,6 +89,7 @@ vmlet_bus_publisher_t *vmlet_service_publisher(vmlet_service_t *self); // NULL u
 vmlet_bus_client_t *vmlet_service_client(vmlet_service_t *self);     // NULL unless submits_work
 vmlet_bus_worker_t *vmlet_service_worker(vmlet_service_t *self);     // valid once running
 const vmlet_service_settings_t *vmlet_service_settings(const vmlet_service_t *self);
+const vmlet_service_def_t *vmlet_service_def(const vmlet_service_t *self);
 
 // The settings tables every service reads (for docs and tests): the first
 // always, the second unless the service is standalone.

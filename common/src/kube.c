@@ -1,7 +1,10 @@
 // Kubernetes API requests over libcurl: one reused connection per client,
 // bearer token (re-read from its file when that changes) or client
 // certificate, and errors that name the server, the cause and the fix.
+// Every transfer runs through a multi handle, so another thread can wake a
+// blocked request (vmlet_kube_wakeup) and the cancel check can abandon it.
 #include "vmlet/kube.h"
+#include "vmlet/timeutil.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -12,9 +15,13 @@
 #define S_CONNECT_TIMEOUT_MS 5000L
 #define S_MAX_RESPONSE (64 * 1024 * 1024)
 #define S_MAX_TOKEN 16384
+#define S_POLL_MS 1000 // longest wait between cancel checks without a wake-up
 
 struct _vmlet_kube_t {
     CURL *curl;
+    CURLM *multi; // drives every transfer of `curl`
+    vmlet_kube_cancel_fn *cancel;
+    void *cancel_arg;
     vmlet_kube_config_t config; // our own copy
     char *token;                // current bearer token (from config or token_file)
     struct timespec token_mtime;
@@ -119,11 +126,13 @@ static int s_setup_curl(vmlet_kube_t *self, vmlet_err_t *err)
     CURL *curl = self->curl;
     curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, S_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, S_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, self->curl_error);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_on_write);
+    // Notices a peer that vanished during a long watch.
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 30L);
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 10L);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "vmlet/0.1");
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, c->insecure_skip_tls_verify ? 0L : 1L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, c->insecure_skip_tls_verify ? 0L : 2L);
@@ -157,7 +166,8 @@ vmlet_kube_t *vmlet_kube_new(const vmlet_kube_config_t *config, vmlet_err_t *err
         return NULL;
     }
     vmlet_kube_t *self = calloc(1, sizeof *self);
-    if (!self || !(self->curl = curl_easy_init()) || s_copy_config(&self->config, config) < 0) {
+    if (!self || !(self->curl = curl_easy_init()) || !(self->multi = curl_multi_init()) ||
+        s_copy_config(&self->config, config) < 0) {
         vmlet_err_set(err, "out of memory");
         vmlet_kube_destroy(&self);
         return NULL;
@@ -175,6 +185,8 @@ void vmlet_kube_destroy(vmlet_kube_t **self_p)
     vmlet_kube_t *self = *self_p;
     if (!self)
         return;
+    if (self->multi)
+        curl_multi_cleanup(self->multi);
     if (self->curl)
         curl_easy_cleanup(self->curl);
     vmlet_kube_config_clear(&self->config);
@@ -317,11 +329,48 @@ static struct curl_slist *s_headers(const vmlet_kube_t *self, const char *conten
     return list;
 }
 
-// One exchange; *raw is the body text (caller frees). Returns -1 with err
-// (without the "METHOD URL" prefix) on a transport failure.
-static int s_exchange(vmlet_kube_t *self, const char *method, const char *url,
-                      const char *content_type, const char *body, long *status, char **raw,
-                      vmlet_err_t *err)
+static bool s_cancelled(vmlet_kube_t *self)
+{
+    return self->cancel && self->cancel(self->cancel_arg);
+}
+
+// Drives the prepared transfer through the multi handle until it is done
+// or the cancel check says to abandon it (*cancelled). A wake-up from
+// another thread ends the wait in curl_multi_poll early.
+static CURLcode s_drive(vmlet_kube_t *self, bool *cancelled)
+{
+    *cancelled = false;
+    if (curl_multi_add_handle(self->multi, self->curl) != CURLM_OK)
+        return CURLE_FAILED_INIT;
+    CURLcode rc = CURLE_OK;
+    int running = 1;
+    while (running) {
+        if (curl_multi_perform(self->multi, &running) != CURLM_OK) {
+            rc = CURLE_FAILED_INIT;
+            break;
+        }
+        if (running && (*cancelled = s_cancelled(self)))
+            break;
+        if (running && curl_multi_poll(self->multi, NULL, 0, S_POLL_MS, NULL) != CURLM_OK) {
+            rc = CURLE_FAILED_INIT;
+            break;
+        }
+    }
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(self->multi, &left)))
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == self->curl)
+            rc = msg->data.result;
+    curl_multi_remove_handle(self->multi, self->curl);
+    return rc;
+}
+
+// Runs one request, handing the body to on_write(write_arg). Returns 0
+// once the exchange completed, or -1 with err (without the "METHOD URL"
+// prefix; err->code is ECANCELED when the cancel check abandoned it).
+static int s_run(vmlet_kube_t *self, const char *method, const char *url, const char *content_type,
+                 const char *body, long timeout_ms, curl_write_callback on_write, void *write_arg,
+                 vmlet_err_t *err)
 {
     if (s_refresh_token(self, err) < 0)
         return -1;
@@ -329,7 +378,6 @@ static int s_exchange(vmlet_kube_t *self, const char *method, const char *url,
     if (!headers)
         return vmlet_err_set(err, "out of memory");
     CURL *curl = self->curl;
-    s_buffer_t buf = {0};
     curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L); // resets any body from the last request
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") ? method : NULL);
     if (body) {
@@ -338,18 +386,37 @@ static int s_exchange(vmlet_kube_t *self, const char *method, const char *url,
     }
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, write_arg);
     self->curl_error[0] = '\0';
-    CURLcode rc = curl_easy_perform(curl);
+    bool cancelled;
+    CURLcode rc = s_drive(self, &cancelled);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
-    if (rc != CURLE_OK) {
+    if (cancelled) {
+        vmlet_err_set(err, "cancelled");
+        if (err)
+            err->code = ECANCELED;
+        return -1;
+    }
+    return rc == CURLE_OK ? 0 : s_transport_error(self, rc, err);
+}
+
+// One exchange; *raw is the body text (caller frees). Returns -1 with err
+// (without the "METHOD URL" prefix) on a transport failure.
+static int s_exchange(vmlet_kube_t *self, const char *method, const char *url,
+                      const char *content_type, const char *body, long *status, char **raw,
+                      vmlet_err_t *err)
+{
+    s_buffer_t buf = {0};
+    if (s_run(self, method, url, content_type, body, S_TIMEOUT_MS, s_on_write, &buf, err) < 0) {
         free(buf.data);
         if (buf.too_big)
             return vmlet_err_set(err, "response larger than %d MiB", S_MAX_RESPONSE >> 20);
-        return s_transport_error(self, rc, err);
+        return -1;
     }
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_getinfo(self->curl, CURLINFO_RESPONSE_CODE, status);
     *raw = buf.data;
     return 0;
 }
@@ -401,4 +468,110 @@ int vmlet_kube_get(vmlet_kube_t *self, const char *path, cJSON **out, vmlet_err_
         return vmlet_err_set(err, "GET %s%s: %ld %s but the body is not JSON", self->config.server,
                              path, status, s_reason(status));
     return 0;
+}
+
+// --- streams and cancellation ----------------------------------------------------
+
+// A streamed response being cut into lines.
+typedef struct {
+    vmlet_kube_t *kube;
+    vmlet_kube_line_fn *fn;
+    void *arg;
+    s_buffer_t buf; // the unfinished line; or, for a non-2xx answer, the whole body
+    size_t scanned; // bytes of buf known to hold no newline
+    long status;    // HTTP status, once the headers are in
+    int stopped;    // the line function's non-zero answer
+} s_stream_t;
+
+// Hands each complete line in the buffer to the line function and keeps
+// the unfinished rest. Returns -1 when the line function asked to stop.
+static int s_emit_lines(s_stream_t *st)
+{
+    char *start = st->buf.data;
+    char *end = st->buf.data + st->buf.len;
+    char *nl;
+    while ((nl = memchr(start + st->scanned, '\n', (size_t)(end - start) - st->scanned))) {
+        *nl = '\0';
+        size_t len = (size_t)(nl - start);
+        if (len > 0 && start[len - 1] == '\r')
+            start[--len] = '\0';
+        int rc = len > 0 ? st->fn(st->arg, start, len) : 0;
+        start = nl + 1;
+        st->scanned = 0;
+        if (rc != 0) {
+            st->stopped = rc;
+            return -1;
+        }
+    }
+    st->buf.len = (size_t)(end - start);
+    memmove(st->buf.data, start, st->buf.len);
+    st->buf.data[st->buf.len] = '\0';
+    st->scanned = st->buf.len;
+    return 0;
+}
+
+static size_t s_on_stream(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    s_stream_t *st = arg;
+    size_t n = size * nmemb;
+    if (s_on_write(ptr, size, nmemb, &st->buf) != n)
+        return 0;
+    if (!st->status)
+        curl_easy_getinfo(st->kube->curl, CURLINFO_RESPONSE_CODE, &st->status);
+    if (st->status < 200 || st->status > 299)
+        return n; // an error answer: kept whole for the message
+    return s_emit_lines(st) < 0 ? 0 : n;
+}
+
+int vmlet_kube_stream(vmlet_kube_t *self, const char *path, long timeout_ms, vmlet_kube_line_fn *fn,
+                      void *arg, long *status, vmlet_err_t *err)
+{
+    *status = 0;
+    cleanup_free char *url = NULL;
+    if (!path || path[0] != '/')
+        return vmlet_err_set(err, "GET %s: path must start with \"/\"", path ? path : "(null)");
+    if (asprintf(&url, "%s%s", self->config.server, path) < 0) {
+        url = NULL;
+        return vmlet_err_set(err, "out of memory");
+    }
+    s_stream_t st = {.kube = self, .fn = fn, .arg = arg};
+    int rc = s_run(self, "GET", url, NULL, NULL, timeout_ms, s_on_stream, &st, err);
+    *status = st.status;
+    if (st.stopped) {
+        rc = VMLET_KUBE_STOPPED;
+    } else if (rc < 0 && st.buf.too_big) {
+        rc = vmlet_err_set(err, "GET %s: a line longer than %d MiB", url, S_MAX_RESPONSE >> 20);
+    } else if (rc < 0) {
+        vmlet_err_wrap(err, "GET %s", url);
+    } else if (st.status < 200 || st.status > 299) {
+        s_status_error(self, st.status, st.buf.data, err);
+        rc = vmlet_err_wrap(err, "GET %s", url);
+    } else if (st.buf.len > 0) { // every line ends with a newline: the stream was cut
+        rc = vmlet_err_set(err, "GET %s: the stream ended inside a line", url);
+    }
+    free(st.buf.data);
+    return rc;
+}
+
+void vmlet_kube_set_cancel(vmlet_kube_t *self, vmlet_kube_cancel_fn *fn, void *arg)
+{
+    self->cancel = fn;
+    self->cancel_arg = arg;
+}
+
+void vmlet_kube_wakeup(vmlet_kube_t *self)
+{
+    curl_multi_wakeup(self->multi);
+}
+
+bool vmlet_kube_sleep(vmlet_kube_t *self, long ms)
+{
+    int64_t deadline = vmlet_now_ms() + ms;
+    while (!s_cancelled(self)) {
+        int64_t left = deadline - vmlet_now_ms();
+        if (left <= 0)
+            return false;
+        curl_multi_poll(self->multi, NULL, 0, left < S_POLL_MS ? (int)left : S_POLL_MS, NULL);
+    }
+    return true;
 }

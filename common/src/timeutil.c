@@ -1,6 +1,8 @@
 // Clocks and randomness (see timeutil.h).
 #include "vmlet/timeutil.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -69,4 +71,51 @@ void vmlet_random_hex(char *out, size_t n_bytes)
         n_bytes -= chunk;
     }
     out[pos] = '\0';
+}
+
+char *vmlet_format_rfc3339(int64_t unix_s, char *buf, size_t cap)
+{
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+char *vmlet_format_rfc3339_micro(int64_t unix_us, char *buf, size_t cap)
+{
+    time_t t = (time_t)(unix_us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char head[24];
+    strftime(head, sizeof head, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, cap, "%s.%06lldZ", head, (long long)(unix_us % 1000000));
+    return buf;
+}
+
+int vmlet_parse_rfc3339(const char *text, int64_t *unix_s)
+{
+    struct tm tm = {0};
+    const char *rest = text ? strptime(text, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!rest)
+        return -1;
+    if (*rest == '.')
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+            continue;
+    long offset = 0;
+    if (*rest == 'Z' || *rest == 'z') {
+        rest++;
+    } else if (*rest == '+' || *rest == '-') {
+        int hh, mm;
+        if (sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2)
+            return -1;
+        offset = (hh * 3600L + mm * 60L) * (*rest == '-' ? -1 : 1);
+        rest += 6;
+    } else {
+        return -1;
+    }
+    if (*rest)
+        return -1;
+    *unix_s = (int64_t)timegm(&tm) - offset;
+    return 0;
 }

@@ -1,6 +1,6 @@
 // vmlet-vm-launcher: boots each pod as its own micro-VM and reports what
 // its containers do.
-#include "vmlet/service.h"
+#include "launcher.h"
 
 static const vmlet_body_case_t subscriptions[] = {
     VMLET__ENVELOPE__BODY_POD_DESIRED, VMLET__ENVELOPE__BODY_POD_DELETED,
@@ -8,6 +8,7 @@ static const vmlet_body_case_t subscriptions[] = {
 
 int main(int argc, char *argv[])
 {
+    launcher_settings_t settings = {0};
     const vmlet_service_def_t def = {
         .name = "vm-launcher",
         .summary = "runs every pod as its own micro-VM",
@@ -18,6 +19,10 @@ int main(int argc, char *argv[])
         .n_subscribe = sizeof subscriptions / sizeof subscriptions[0],
         .work_queue = VMLET_QUEUE_VM_LAUNCHER,
         .work_capacity = 8,
+        .options = launcher_options,
+        .settings = &settings,
+        .start = launcher_start,
+        .stop = launcher_stop,
     };
     return vmlet_service_main(&def, argc, argv);
 }

@@ -72,7 +72,7 @@ wants() { case " $PIECES " in *" $1 "*) return 0 ;; esac; return 1; }
 port_for() {
     local name=$1 var=$2 owner=${3:-$1} p
     p=$(cat "$RUN/$name.port" 2>/dev/null || true)
-    if [ -z "$p" ] || { ! piece_alive "$owner" && [ -n "$(ss -Htan "sport = :$p")" ]; }; then
+    if [ -z "$p" ] || { ! piece_alive "$owner" && [ -n "$(ss -Hltn "sport = :$p")" ]; }; then
         bed_free_port p # (bed_free_port has a local named "port")
     fi
     echo "$p" >"$RUN/$name.port"

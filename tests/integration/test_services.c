@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #define N_SERVICES 5
 
@@ -35,8 +36,15 @@ static pid_t s_start_service(fixture_t *f, int i)
     snprintf(pub, sizeof pub, "--bus-publish=%s", f->broker.publish);
     snprintf(sub, sizeof sub, "--bus-subscribe=%s", f->broker.subscribe);
     snprintf(work, sizeof work, "--bus-work=%s", f->broker.work);
+    // The watcher and the reporter talk to the bed's API server.
+    char *kubeconfig_file = ts_bed_value("BED_VMLET_KUBECONFIG");
+    char kubeconfig[400], node[96];
+    snprintf(kubeconfig, sizeof kubeconfig, "--kubeconfig=%s", kubeconfig_file);
+    snprintf(node, sizeof node, "--node-name=vmlet-services-%d", (int)getpid());
+    free(kubeconfig_file);
+    bool kube = strcmp(services[i], "k8s-watcher") == 0 || strcmp(services[i], "status-reporter") == 0;
     char *argv[] = {bin, http, redis, pub, sub, work, "--bus-heartbeat=200ms",
-                    "--presence-interval=500ms", NULL};
+                    "--presence-interval=500ms", kube ? kubeconfig : NULL, node, NULL};
     // The password comes from the environment, as in a container.
     setenv("VMLET_REDIS_PASSWORD", f->redis.password, 1);
     pid_t pid = ts_spawn(log, argv);
@@ -68,6 +76,13 @@ static int teardown(void **state)
         }
     ts_broker_stop(&f->broker);
     ts_redis_stop(&f->redis);
+    char *kubectl = ts_bed_value("BED_KUBECTL"), *kubeconfig = ts_bed_value("BED_KUBECONFIG");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s --kubeconfig %s delete node vmlet-services-%d --wait=false "
+                              ">/dev/null 2>&1", kubectl, kubeconfig, (int)getpid());
+    if (system(cmd) != 0) { /* the node may not have been made */ }
+    free(kubectl);
+    free(kubeconfig);
     ts_remove_dir(f->dir);
     free(f->dir);
     free(f);

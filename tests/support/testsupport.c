@@ -148,7 +148,7 @@ static int s_redis_spawn(ts_redis_t *redis)
     snprintf(port, sizeof port, "%d", redis->port);
     char log[300];
     snprintf(log, sizeof log, "%s/redis.log", redis->dir);
-    char *argv[16];
+    char *argv[20];
     int n = 0;
     argv[n++] = "redis-server";
     argv[n++] = "--bind";
@@ -161,6 +161,9 @@ static int s_redis_spawn(ts_redis_t *redis)
     argv[n++] = "yes";
     argv[n++] = "--save";
     argv[n++] = "";
+    // Plain-text persistence, so a test can grep what reached the disk.
+    argv[n++] = "--aof-use-rdb-preamble";
+    argv[n++] = "no";
     if (redis->password[0]) {
         argv[n++] = "--requirepass";
         argv[n++] = redis->password;

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 // Where to reach the API server and how to prove who we are. Strings are
 // malloc'd (NULL when absent); *_data fields hold PEM text, not base64.
@@ -60,5 +61,43 @@ int vmlet_kube_request(vmlet_kube_t *self, const char *method, const char *path,
 // GET that succeeds only on 2xx; otherwise err reads like
 // "GET /api/v1/namespaces: 401 Unauthorized: <Status.message>". Caller frees *out.
 int vmlet_kube_get(vmlet_kube_t *self, const char *path, cJSON **out, vmlet_err_t *err);
+
+// --- streaming and cancellation ----------------------------------------------
+//
+// A client is used by one thread at a time; only vmlet_kube_wakeup may be
+// called from another thread, to interrupt a request or sleep in progress.
+
+// Called for each line of a streamed response (without its newline; the
+// text is NUL-terminated and may be modified). Non-zero ends the request.
+typedef int(vmlet_kube_line_fn)(void *arg, char *line, size_t len);
+
+// Asked on the requesting thread while a request or vmlet_kube_sleep waits:
+// after each wake-up, data arrival, and at least once a second. True
+// abandons the request, which fails with err->code == ECANCELED.
+typedef bool(vmlet_kube_cancel_fn)(void *arg);
+
+#define VMLET_KUBE_STOPPED 1 // the line function ended the stream
+
+// GET of newline-delimited JSON (a watch): calls fn for each line as it
+// arrives. timeout_ms bounds the whole request (0: no bound). Returns 0
+// when the server ended a 2xx response, VMLET_KUBE_STOPPED when fn ended
+// it, or -1 with err: transport failures and a stream cut inside a line
+// (*status 0 or 2xx), cancellation (err->code ECANCELED), or a non-2xx
+// answer (*status set, err with the Status message as for vmlet_kube_get;
+// fn is not called).
+int vmlet_kube_stream(vmlet_kube_t *self, const char *path, long timeout_ms,
+                      vmlet_kube_line_fn *fn, void *arg, long *status, vmlet_err_t *err);
+
+// Installs the cancel check for every later request of this client (NULL:
+// none, the default).
+void vmlet_kube_set_cancel(vmlet_kube_t *self, vmlet_kube_cancel_fn *fn, void *arg);
+
+// Thread-safe: wakes the request or sleep in progress (or the next one) so
+// that it asks the cancel check at once.
+void vmlet_kube_wakeup(vmlet_kube_t *self);
+
+// Waits ms milliseconds unless the cancel check says stop first (then
+// returns true), for back-off between requests that a wake-up can cut short.
+bool vmlet_kube_sleep(vmlet_kube_t *self, long ms);
 
 #endif

@@ -19,4 +19,14 @@ uint64_t vmlet_random_u64(void);
 // Writes 2*n_bytes random hex digits and a NUL into out (2*n_bytes+1 long).
 void vmlet_random_hex(char *out, size_t n_bytes);
 
+// Kubernetes timestamps. metav1.Time is RFC 3339 in UTC to the second
+// ("2026-11-26T18:00:00Z"); metav1.MicroTime has microseconds
+// ("2026-11-26T18:00:00.123456Z"). buf needs 32 bytes. Returns buf.
+char *vmlet_format_rfc3339(int64_t unix_s, char *buf, size_t cap);
+char *vmlet_format_rfc3339_micro(int64_t unix_us, char *buf, size_t cap);
+
+// Parses RFC 3339 ("Z" or a numeric offset; fractions ignored) into Unix
+// seconds. Returns -1 if text is not such a time.
+int vmlet_parse_rfc3339(const char *text, int64_t *unix_s);
+
 #endif

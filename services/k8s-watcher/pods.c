@@ -256,12 +256,23 @@ static void s_after_list(pods_t *self)
         vmlet_log_warn(self->log, NULL, "%s (the next relist repairs it)", err.msg);
         return;
     }
-    for (size_t i = 0; i < n; i++)
+    zhashx_t *in_redis = zhashx_new();
+    for (size_t i = 0; i < n; i++) {
+        zhashx_insert(in_redis, stored[i], "");
         if (!zhashx_lookup(self->pods, stored[i])) {
             vmlet_log_info(self->log, VMLET_KV({"pod", stored[i]}),
                            "stored pod no longer in Kubernetes; removing it");
             vmlet_pod_store_delete(self->store, stored[i], &err);
         }
+    }
+    // And Redis gets back what it lost (it may have restarted without its data).
+    for (pod_entry_t *e = zhashx_first(self->pods); e; e = zhashx_next(self->pods))
+        if (!zhashx_lookup(in_redis, e->uid) && e->last) {
+            vmlet_log_info(self->log, VMLET_KV({"pod", e->uid}), "pod missing in Redis; storing it");
+            e->hash[0] = '\0';
+            s_sync(self, e);
+        }
+    zhashx_destroy(&in_redis);
     vmlet_pod_store_free_uids(stored, n);
 }
 

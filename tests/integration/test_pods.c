@@ -70,14 +70,11 @@ static int setup(void **state)
     while (!vmlet_bus_subscriber_ready(f->sub))
         vmlet_bus_subscriber_receive(f->sub, 10, 50);
     static const char *const fast[] = {"--resync-interval=2s", NULL};
-    static const char *const retry[] = {"--retry-interval=1s", NULL};
+    static const char *const retry[] = {"--retry-interval=1s", "--resync-interval=2s", NULL};
     assert_int_equal(ts_stack_service(&f->stack, "vm-launcher", &f->stack.launcher, NULL), 0);
     assert_int_equal(ts_stack_service(&f->stack, "k8s-watcher", &f->stack.watcher, retry), 0);
     assert_int_equal(ts_stack_service(&f->stack, "status-reporter", &f->stack.reporter, fast), 0);
-    char manifest[256];
-    snprintf(manifest, sizeof manifest, "apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n",
-             f->ns);
-    assert_int_equal(ts_kubectl_apply(manifest), 0);
+    assert_int_equal(ts_kubectl_namespace(f->ns), 0);
     *state = f;
     return 0;
 }
@@ -478,6 +475,142 @@ static void test_watch_survives_apiserver_restart(void **state)
     free(uid);
 }
 
+// Compacts etcd past every revision the watcher has seen, with the API
+// server down, so its resume point is gone: the real "410 Gone".
+static void s_expire_resource_versions(void)
+{
+    char *bed = getenv("VMLET_BED_DIR"), cmd[8192];
+    char *url = ts_bed_value("BED_ETCD_URL"), *ca = ts_bed_value("BED_CA"),
+         *cert = ts_bed_value("BED_ETCD_CERT"), *key = ts_bed_value("BED_ETCD_KEY");
+    char etcdctl[1024];
+    snprintf(etcdctl, sizeof etcdctl,
+             "ETCDCTL_API=3 etcdctl --endpoints %s --cacert %s --cert %s --key %s", url, ca, cert,
+             key);
+    snprintf(cmd, sizeof cmd,
+             "%s/tests/bed/stop.sh %s --only apiserver >/dev/null 2>&1 && "
+             "%s put /vmlet-test/bump $$ >/dev/null && "
+             "rev=$(%s endpoint status -w json | grep -o '\"revision\":[0-9]*' | cut -d: -f2) && "
+             "%s compact $rev >/dev/null && %s/tests/bed/start.sh %s >/dev/null 2>&1",
+             VMLET_SOURCE_DIR, bed, etcdctl, etcdctl, etcdctl, VMLET_SOURCE_DIR, bed);
+    assert_int_equal(system(cmd), 0);
+    free(url), free(ca), free(cert), free(key);
+}
+
+static bool s_relisted(void *arg)
+{
+    double *before = arg;
+    return ts_service_metric((ts_service_t *)(uintptr_t)before[1],
+                             "vmlet_kube_watch_lists_total{resource=\"pods\"}") > before[0];
+}
+
+static void test_expired_resource_version_relists_without_duplicates(void **state)
+{
+    fixture_t *f = *state;
+    s_pod(f, "old", "Always", "30", "  - {name: app, image: busybox}\n", NULL);
+    count_t one = {f, 1};
+    assert_true(ts_poll(s_enough_desired, &one, 30000));
+    double before[2] = {ts_service_metric(&f->stack.watcher,
+                                          "vmlet_kube_watch_lists_total{resource=\"pods\"}"),
+                        (double)(uintptr_t)&f->stack.watcher};
+    s_expire_resource_versions();
+    assert_true(ts_poll(s_relisted, before, 60000));
+    s_pod(f, "new", "Always", "30", "  - {name: app, image: busybox}\n", NULL);
+    count_t two = {f, 2};
+    assert_true(ts_poll(s_enough_desired, &two, 30000));
+    char *uid = s_uid(f, "old");
+    s_pump(f);
+    assert_int_equal((uintptr_t)zhashx_lookup(f->desired, uid), 1);
+    free(uid);
+}
+
+static bool s_spec_stored(void *arg)
+{
+    void **a = arg; // {store, uid}
+    char hash[VMLET_POD_HASH_LEN];
+    return vmlet_pod_store_hash(a[0], a[1], hash, NULL) == 1;
+}
+
+static bool s_spec_gone(void *arg)
+{
+    return !s_spec_stored(arg);
+}
+
+static void test_resync_repairs_drift_both_ways(void **state)
+{
+    fixture_t *f = *state;
+    s_pod(f, "kept", "Always", "30", "  - {name: app, image: busybox}\n", NULL);
+    count_t one = {f, 1};
+    assert_true(ts_poll(s_enough_desired, &one, 30000));
+    char *uid = s_uid(f, "kept");
+    char url[128];
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", f->stack.redis.password,
+             f->stack.redis.port);
+    vmlet_store_t *store = vmlet_store_new(url, NULL, NULL, NULL, NULL);
+    // Redis lost a pod Kubernetes has, and holds one Kubernetes never had.
+    redisReply *r = vmlet_store_command(store, NULL, "DEL vmlet:pod:%s", uid);
+    freeReplyObject(r);
+    r = vmlet_store_command(store, NULL, "SREM vmlet:pods %s", uid);
+    freeReplyObject(r);
+    Vmlet__PodRef ref = VMLET__POD_REF__INIT;
+    ref.uid = "ghost-uid", ref.namespace_ = f->ns, ref.name = "ghost";
+    Vmlet__PodSpec ghost = VMLET__POD_SPEC__INIT;
+    ghost.pod = &ref;
+    assert_int_equal(vmlet_pod_store_put(store, &ghost, "0000", NULL), 0);
+    // The watcher's next relist (every 2 s here) puts both right.
+    void *lost[2] = {store, uid}, *stray[2] = {store, "ghost-uid"};
+    assert_true(ts_poll(s_spec_stored, lost, 30000));
+    assert_true(ts_poll(s_spec_gone, stray, 30000));
+    vmlet_store_destroy(&store);
+    free(uid);
+}
+
+static void test_events_count_repeats(void **state)
+{
+    fixture_t *f = *state;
+    s_pod(f, "flaky", "Always", "30",
+          "  - name: app\n    image: busybox\n    livenessProbe: {exec: {command: ['true']}}\n",
+          NULL);
+    char *uid = s_uid(f, "flaky");
+    ts_container_report_t app = {"app", "running", 0, -1};
+    ts_stack_report_vm(&f->stack, uid, VMLET__VM_STATE__VM_STATE_RUNNING, "10.88.0.11", &app, 1);
+    s_expect(f, "flaky", "status.phase", "Running", 20000);
+    for (int i = 0; i < 3; i++)
+        ts_stack_report_probe(&f->stack, uid, "app", "liveness", false, "exit status 1");
+    // A crash loop, as the launcher reports it after a restart.
+    ts_container_report_t looping = {"app", "waiting:CrashLoopBackOff", 1, 1};
+    ts_stack_report_vm(&f->stack, uid, VMLET__VM_STATE__VM_STATE_RUNNING, "10.88.0.11", &looping, 1);
+    s_expect(f, "flaky", "status.containerStatuses.[0].state.waiting.reason", "CrashLoopBackOff",
+             20000);
+    s_expect(f, "flaky", "status.containerStatuses.[0].restartCount", "1", 1000);
+    char *out = NULL;
+    for (int i = 0; i < 100; i++) { // Events are written as they come; poll for the third
+        free(out);
+        ts_kubectl(&out, "get events -n %s --field-selector involvedObject.name=flaky "
+                         "-o custom-columns=REASON:.reason,COUNT:.count,MSG:.message --no-headers",
+                   f->ns);
+        if (strstr(out, "Unhealthy   3") && strstr(out, "BackOff"))
+            break;
+        usleep(100000);
+    }
+    if (!strstr(out, "Liveness probe failed: exit status 1") || !strstr(out, "Unhealthy   3") ||
+        !strstr(out, "Back-off restarting failed container"))
+        fail_msg("events:\n%s", out);
+    free(out);
+    assert_int_equal(ts_kubectl(NULL, "delete pod -n %s flaky --wait=false", f->ns), 0);
+    for (int i = 0; i < 100; i++) {
+        ts_kubectl(&out, "get events -n %s --field-selector involvedObject.name=flaky,reason=Killing "
+                         "--no-headers", f->ns);
+        bool found = strstr(out, "Stopping container app") != NULL;
+        free(out);
+        out = NULL;
+        if (found)
+            break;
+        assert_true(i < 99);
+        usleep(100000);
+    }
+    free(uid);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +619,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_completes_when_the_vm_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input_gets_a_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watch_survives_apiserver_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expired_resource_version_relists_without_duplicates,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resync_repairs_drift_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_count_repeats, setup, teardown),
     };
     return TS_RUN(tests);
 }

@@ -302,3 +302,23 @@ int ts_stack_report_image_failed(ts_stack_t *stack, const char *image, const cha
     env.image_failed = &f;
     return s_publish(stack, &env);
 }
+
+static bool s_token_ready(void *arg)
+{
+    char *out = NULL;
+    int rc = ts_kubectl(&out, "get serviceaccount default -n %s -o jsonpath={.secrets[0].name}",
+                        (const char *)arg);
+    bool ready = rc == 0 && out && out[0];
+    free(out);
+    return ready;
+}
+
+int ts_kubectl_namespace(const char *name)
+{
+    char manifest[256];
+    snprintf(manifest, sizeof manifest, "apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n",
+             name);
+    if (ts_kubectl_apply(manifest) != 0)
+        return -1;
+    return ts_poll(s_token_ready, (void *)name, 30000) ? 0 : -1;
+}

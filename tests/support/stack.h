@@ -72,4 +72,8 @@ cJSON *ts_kubectl_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 // kubectl apply -f - of the given manifest text. Returns its exit code.
 int ts_kubectl_apply(const char *manifest);
 
+// Makes a namespace and waits until pods can be created in it (its
+// default service account has its token). Returns 0 or -1.
+int ts_kubectl_namespace(const char *name);
+
 #endif

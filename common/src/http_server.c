@@ -241,6 +241,29 @@ static bool s_is_token_char(char c)
 
 // Splits the request line in conn->in (NUL-terminating its parts). Returns
 // false when it is not "METHOD /target HTTP/1.x".
+// The value of a header (name in lower case) among the header lines that
+// start at `lines`, cut out in place; "" if absent.
+static const char *s_header(char *lines, const char *name)
+{
+    size_t n = strlen(name);
+    for (char *line = lines; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\r')
+            line[--len] = '\0';
+        if (len > n && line[n] == ':' && strncasecmp(line, name, n) == 0) {
+            char *value = line + n + 1;
+            while (*value == ' ' || *value == '\t')
+                value++;
+            return value;
+        }
+        line = next;
+    }
+    return "";
+}
+
 static bool s_parse_request(conn_t *conn, vmlet_http_request_t *request)
 {
     if (memchr(conn->in, '\0', conn->in_len))
@@ -269,7 +292,7 @@ static bool s_parse_request(conn_t *conn, vmlet_http_request_t *request)
     char *query = strchr(target, '?');
     if (query)
         *query++ = '\0';
-    *request = (vmlet_http_request_t){method, target, query ? query : ""};
+    *request = (vmlet_http_request_t){method, target, query ? query : "", s_header(eol + 1, "authorization")};
     return true;
 }
 

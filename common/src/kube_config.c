@@ -1,6 +1,7 @@
 // Kubernetes client configuration: a kubeconfig file (parsed with libyaml)
 // or the in-cluster service account (see kube.h).
 #include "vmlet/kube.h"
+#include "vmlet/base64.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -44,55 +45,6 @@ static char *s_read_file(const char *path, size_t *len, vmlet_err_t *err)
     if (len)
         *len = n;
     return buf;
-}
-
-static int s_b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-// Decodes standard (or URL-safe) base64, skipping whitespace. Returns a
-// NUL-terminated malloc'd buffer, or NULL if the text is not base64.
-static char *s_b64_decode(const char *text)
-{
-    char *out = malloc(strlen(text) / 4 * 3 + 4);
-    if (!out)
-        return NULL;
-    uint32_t acc = 0;
-    size_t n = 0, bits = 0, pad = 0;
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        if (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
-            continue;
-        int v = *p == '=' ? 0 : s_b64_value(*p);
-        if (v < 0 || (pad && *p != '=')) {
-            free(out);
-            return NULL;
-        }
-        pad += *p == '=';
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (char)(acc >> bits & 0xff);
-        }
-    }
-    n = n >= pad ? n - pad : 0;
-    if (pad > 2 || bits >= 6) { // a lone trailing character cannot be a byte
-        free(out);
-        return NULL;
-    }
-    out[n] = '\0';
-    return out;
 }
 
 // --- YAML tree helpers -----------------------------------------------------
@@ -169,7 +121,7 @@ static int s_dup(const char *text, char **slot, vmlet_err_t *err)
 // `<field>-data`: base64 that must decode to PEM text.
 static int s_take_data(const char *b64, const char *field, char **slot, vmlet_err_t *err)
 {
-    char *pem = s_b64_decode(b64);
+    char *pem = vmlet_base64_decode(b64);
     if (!pem)
         return vmlet_err_set(err,
                              "%s-data is not valid base64 (encode the PEM file with "

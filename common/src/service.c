@@ -4,6 +4,8 @@
 #include "vmlet/signals.h"
 #include "vmlet/timeutil.h"
 
+#include <curl/curl.h>
+
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
@@ -215,6 +217,9 @@ static int s_build(vmlet_service_t *self, vmlet_err_t *err)
         return -1;
     zsys_set_linger(0);
     zsys_set_logstream(NULL); // our log, not CZMQ's
+    // libcurl's global state, once, before any thread uses it (watches and
+    // pulls run on threads of their own).
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     self->loop = zloop_new();
     self->metrics = vmlet_metrics_new();
     if (!self->loop || !self->metrics)

@@ -21,6 +21,7 @@ int main(int argc, char *argv[])
         .settings = &settings,
         .uses_redis = true,
         .publishes = true,
+        .submits_work = true, // image requests
         .subscribe = subscriptions,
         .n_subscribe = sizeof subscriptions / sizeof subscriptions[0],
         .routes = routes,

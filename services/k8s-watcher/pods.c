@@ -1,5 +1,6 @@
 // Pods bound to the node into Redis and onto the bus (see pods.h).
 #include "pods.h"
+#include "image_requests.h"
 #include "normalize.h"
 
 #include "vmlet/kube_api.h"
@@ -16,12 +17,15 @@ typedef struct {
     bool seen;                     // in the current relist
     bool retry;                    // normalise again later
     bool deleting;                 // PodDeleted sent for its deletionTimestamp
+    bool images_pending;           // some image is not in the index yet
+    Vmlet__PodSpec *spec;          // the spec last stored
 } pod_entry_t;
 
 struct _pods_t {
     vmlet_kube_t *kube;
     vmlet_store_t *store;
     vmlet_bus_publisher_t *publisher;
+    vmlet_bus_client_t *client;
     vmlet_log_t *log;
     zhashx_t *pods;     // uid -> pod_entry_t
     zhashx_t *resolved; // "cm/ns/name" -> cJSON (the object), for one normalisation
@@ -37,6 +41,7 @@ static void s_entry_free(void **item)
         free(e->ns);
         free(e->name);
         cJSON_Delete(e->last);
+        pod_spec_free(&e->spec);
         free(e);
         *item = NULL;
     }
@@ -49,12 +54,13 @@ static void s_json_free(void **item)
 }
 
 pods_t *pods_new(vmlet_kube_t *kube, vmlet_store_t *store, vmlet_bus_publisher_t *publisher,
-                 vmlet_metrics_t *metrics, vmlet_log_t *log)
+                 vmlet_bus_client_t *client, vmlet_metrics_t *metrics, vmlet_log_t *log)
 {
     pods_t *self = vmlet_xcalloc(1, sizeof *self);
     self->kube = kube;
     self->store = store;
     self->publisher = publisher;
+    self->client = client;
     self->log = log;
     self->pods = zhashx_new();
     self->resolved = zhashx_new();
@@ -171,6 +177,8 @@ static pod_entry_t *s_entry(pods_t *self, const cJSON *meta)
     return e;
 }
 
+static void s_request_images(pods_t *self, pod_entry_t *e, bool new_spec);
+
 // Normalises the entry's last pod and stores and announces it if changed.
 static void s_sync(pods_t *self, pod_entry_t *e)
 {
@@ -188,7 +196,8 @@ static void s_sync(pods_t *self, pod_entry_t *e)
     char hash[VMLET_POD_HASH_LEN];
     vmlet_pod_spec_hash(spec, hash);
     e->retry = pod_spec_retryable(spec);
-    if (strcmp(hash, e->hash) != 0) {
+    bool changed = strcmp(hash, e->hash) != 0;
+    if (changed) {
         if (vmlet_pod_store_put(self->store, spec, hash, &err) < 0) {
             e->retry = true;
             vmlet_counter_inc(self->errors);
@@ -208,7 +217,22 @@ static void s_sync(pods_t *self, pod_entry_t *e)
         e->deleting = true;
         s_publish(self, e, true, spec->deletion_grace_period_seconds);
     }
-    pod_spec_free(&spec);
+    pod_spec_free(&e->spec);
+    e->spec = spec;
+    s_request_images(self, e, changed);
+}
+
+// Asks image-builder for what the pod's containers still lack.
+static void s_request_images(pods_t *self, pod_entry_t *e, bool new_spec)
+{
+    if (!e->spec || e->deleting) {
+        e->images_pending = false;
+        return;
+    }
+    pod_resolver_t resolver = {s_configmap, s_secret, self};
+    e->images_pending =
+        !image_requests_send(self->client, self->store, e->spec, &resolver, new_spec, self->log);
+    zhashx_purge(self->resolved);
 }
 
 static void s_upsert(pods_t *self, const cJSON *pod)
@@ -306,7 +330,10 @@ void pods_on_watch(void *arg, vmlet_watch_event_t event, const cJSON *pod)
 
 void pods_retry(pods_t *self)
 {
-    for (pod_entry_t *e = zhashx_first(self->pods); e; e = zhashx_next(self->pods))
+    for (pod_entry_t *e = zhashx_first(self->pods); e; e = zhashx_next(self->pods)) {
         if (e->retry && e->last)
             s_sync(self, e);
+        else if (e->images_pending)
+            s_request_images(self, e, false);
+    }
 }

@@ -19,17 +19,18 @@
 
 typedef struct _pods_t pods_t;
 
-// kube (for ConfigMaps and Secrets), store, publisher, metrics and log are
-// borrowed.
+// kube (for ConfigMaps and Secrets), store, publisher, client (for image
+// requests), metrics and log are borrowed.
 pods_t *pods_new(vmlet_kube_t *kube, vmlet_store_t *store, vmlet_bus_publisher_t *publisher,
-                 vmlet_metrics_t *metrics, vmlet_log_t *log);
+                 vmlet_bus_client_t *client, vmlet_metrics_t *metrics, vmlet_log_t *log);
 void pods_destroy(pods_t **self_p);
 
 // The watch's callback (vmlet_watch_fn) with a pods_t as arg.
 void pods_on_watch(void *arg, vmlet_watch_event_t event, const cJSON *pod);
 
 // Normalises again the pods waiting for a ConfigMap/Secret key, or whose
-// last attempt could not reach the API server or Redis.
+// last attempt could not reach the API server or Redis, and asks again for
+// images still missing.
 void pods_retry(pods_t *self);
 
 // How many pods are known.

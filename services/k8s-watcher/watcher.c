@@ -144,6 +144,31 @@ static bool s_sum_changed(const capacity_sum_t *a, const capacity_sum_t *b)
            a->pods != b->pods || a->launchers != b->launchers;
 }
 
+// Reads the launchers' announcements kept in Redis (a watcher that just
+// started has heard none on the bus yet).
+static void s_load_launchers(watcher_t *self)
+{
+    vmlet_store_t *store = vmlet_service_store(self->service);
+    vmlet_err_t err = {0};
+    redisReply *ids = vmlet_store_command(store, &err, "SMEMBERS vmlet:launchers");
+    for (size_t i = 0; ids && i < ids->elements; i++) {
+        const char *id = ids->element[i]->str;
+        redisReply *r = vmlet_store_command(store, &err, "GET vmlet:launcher:%s", id);
+        Vmlet__LauncherCapacity *cap =
+            r && r->type == REDIS_REPLY_STRING
+                ? vmlet__launcher_capacity__unpack(NULL, r->len, (const uint8_t *)r->str)
+                : NULL;
+        if (cap) {
+            capacity_update(self->capacity, cap, vmlet_unix_ms());
+            vmlet__launcher_capacity__free_unpacked(cap, NULL);
+        } else if (r && r->type == REDIS_REPLY_NIL) { // expired: gone for good
+            freeReplyObject(vmlet_store_command(store, &err, "SREM vmlet:launchers %s", id));
+        }
+        freeReplyObject(r);
+    }
+    freeReplyObject(ids);
+}
+
 // Once a second: capacity and conditions; the Node patched when they
 // changed, or when the status interval has passed.
 static int s_on_node_tick(zloop_t *loop, int timer_id, void *arg)
@@ -152,6 +177,10 @@ static int s_on_node_tick(zloop_t *loop, int timer_id, void *arg)
     (void)timer_id;
     watcher_t *self = arg;
     capacity_sum_t sum = capacity_sum(self->capacity, vmlet_unix_ms());
+    if (sum.launchers == 0) { // none heard: perhaps we only just started
+        s_load_launchers(self);
+        sum = capacity_sum(self->capacity, vmlet_unix_ms());
+    }
     vmlet_gauge_set(self->launchers_gauge, (double)sum.launchers);
     bool changed = node_conditions_update(&self->conditions, sum.launchers, vmlet_unix_ms() / 1000);
     changed |= s_sum_changed(&sum, &self->last_sum);
@@ -223,6 +252,7 @@ static int s_start_pods(watcher_t *self, vmlet_err_t *err)
 {
     self->pods = pods_new(self->kube, vmlet_service_store(self->service),
                           vmlet_service_publisher(self->service),
+                          vmlet_service_client(self->service),
                           vmlet_service_metrics(self->service), self->log);
     char selector[300];
     snprintf(selector, sizeof selector, "spec.nodeName=%s", self->identity.name);

@@ -6,6 +6,8 @@
 #include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
+#include <stdlib.h>
+
 #include <stdio.h>
 #include <unistd.h>
 
@@ -48,10 +50,26 @@ static void s_announce(launcher_t *self)
     cap.has_valid_until_unix_ms = 1;
     cap.valid_until_unix_ms = vmlet_unix_ms() + 3 * self->settings->announce_interval_ms;
     cap.version = VMLET_VERSION;
+    vmlet_err_t err = {0};
+    // Redis first: a k8s-watcher that starts later finds it there at once.
+    size_t len = vmlet__launcher_capacity__get_packed_size(&cap);
+    uint8_t *bytes = vmlet_xmalloc(len);
+    vmlet__launcher_capacity__pack(&cap, bytes);
+    char key[300];
+    snprintf(key, sizeof key, "vmlet:launcher:%s", self->id);
+    redisReply *r = vmlet_store_command(
+        vmlet_service_store(self->service), &err,
+        "EVAL %s 1 %s %b %s %lld", // the record expires with its validity; the index names it
+        "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) "
+        "redis.call('SADD', 'vmlet:launchers', ARGV[2]) return 1",
+        key, bytes, len, self->id, (long long)(3 * self->settings->announce_interval_ms));
+    if (!r)
+        vmlet_log_warn(vmlet_service_log(self->service), NULL, "%s", err.msg);
+    freeReplyObject(r);
+    free(bytes);
     vmlet_envelope_t env = VMLET__ENVELOPE__INIT;
     env.body_case = VMLET__ENVELOPE__BODY_LAUNCHER_CAPACITY;
     env.launcher_capacity = &cap;
-    vmlet_err_t err = {0};
     if (vmlet_bus_publish(vmlet_service_publisher(self->service), &env, &err) < 0)
         vmlet_log_warn(vmlet_service_log(self->service), NULL, "%s", err.msg);
 }

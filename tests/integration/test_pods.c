@@ -182,10 +182,29 @@ static void s_expect(fixture_t *f, const char *pod, const char *path, const char
              text ? text : "(no pod)");
 }
 
-// The pod's condition of a type has this status and reason (NULL: none).
+typedef struct {
+    fixture_t *f;
+    const char *pod, *type, *status, *reason;
+} condition_t;
+
+static bool s_condition_is(void *arg);
+
+// Waits until the pod's condition of a type has this status and reason
+// (NULL: none).
 static void s_expect_condition(fixture_t *f, const char *pod, const char *type,
                                const char *status, const char *reason)
 {
+    condition_t want = {f, pod, type, status, reason};
+    if (!ts_poll(s_condition_is, &want, 20000))
+        fail_msg("pod %s condition %s never became %s/%s", pod, type, status,
+                 reason ? reason : "-");
+}
+
+static bool s_condition_is(void *arg)
+{
+    condition_t *w = arg;
+    fixture_t *f = w->f;
+    const char *pod = w->pod, *type = w->type, *status = w->status, *reason = w->reason;
     cJSON *p = s_get_pod(f, pod);
     const cJSON *c, *found = NULL;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(cJSON_GetObjectItem(p, "status"), "conditions"))
@@ -194,10 +213,9 @@ static void s_expect_condition(fixture_t *f, const char *pod, const char *type,
             found = c;
     }
     const char *st = s_at(found, "status"), *why = s_at(found, "reason");
-    if (!st || strcmp(st, status) != 0 || (reason ? !why || strcmp(why, reason) : why != NULL))
-        fail_msg("pod %s condition %s: %s/%s, want %s/%s", pod, type, st ? st : "-",
-                 why ? why : "-", status, reason ? reason : "-");
+    bool ok = st && strcmp(st, status) == 0 && (reason ? why && !strcmp(why, reason) : !why);
     cJSON_Delete(p);
+    return ok;
 }
 
 static char *s_uid(fixture_t *f, const char *pod)

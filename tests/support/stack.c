@@ -34,6 +34,12 @@ static bool s_ready(void *arg)
 int ts_stack_service(ts_stack_t *stack, const char *name, ts_service_t *svc,
                      const char *const extra[])
 {
+    return ts_stack_service_as(stack, name, svc, extra, 0);
+}
+
+int ts_stack_service_as(ts_stack_t *stack, const char *name, ts_service_t *svc,
+                        const char *const extra[], int uid)
+{
     char bin_name[64], http[64], redis[160], pub[96], sub[96], work[96], node[96], kubeconfig[400];
     snprintf(bin_name, sizeof bin_name, "vmlet-%s", name);
     char *bin = ts_bin_path(bin_name);
@@ -48,13 +54,24 @@ int ts_stack_service(ts_stack_t *stack, const char *name, ts_service_t *svc,
     snprintf(work, sizeof work, "--bus-work=%s", stack->broker.work);
     snprintf(node, sizeof node, "--node-name=%s", stack->node);
     snprintf(kubeconfig, sizeof kubeconfig, "--kubeconfig=%s", kc ? kc : "");
-    char *argv[32] = {bin, http, redis, pub, sub, work, "--bus-heartbeat=200ms"};
-    int n = 7;
-    if (strcmp(name, "vm-launcher") != 0) {
+    char reuid[32], regid[32];
+    snprintf(reuid, sizeof reuid, "--reuid=%d", uid);
+    snprintf(regid, sizeof regid, "--regid=%d", uid);
+    char *argv[40];
+    int n = 0;
+    if (uid) { // as an unprivileged user, as an operator may run it
+        char *prefix[] = {"setpriv", reuid, regid, "--clear-groups", "--"};
+        for (int i = 0; i < 5; i++)
+            argv[n++] = prefix[i];
+    }
+    char *common[] = {bin, http, redis, pub, sub, work, "--bus-heartbeat=200ms"};
+    for (int i = 0; i < 7; i++)
+        argv[n++] = common[i];
+    if (strcmp(name, "k8s-watcher") == 0 || strcmp(name, "status-reporter") == 0) {
         argv[n++] = node;
         argv[n++] = kubeconfig;
     }
-    for (int i = 0; extra && extra[i] && n < 31; i++)
+    for (int i = 0; extra && extra[i] && n < 39; i++)
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;
     svc->pid = ts_spawn(svc->log, argv);

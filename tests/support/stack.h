@@ -57,6 +57,9 @@ int ts_stack_start(ts_stack_t *stack, const char *node);
 // answers 200. Returns 0 or -1.
 int ts_stack_service(ts_stack_t *stack, const char *name, ts_service_t *svc,
                      const char *const extra[]);
+// The same, run as user id uid (0: as the test runs).
+int ts_stack_service_as(ts_stack_t *stack, const char *name, ts_service_t *svc,
+                        const char *const extra[], int uid);
 void ts_stack_service_stop(ts_service_t *svc);
 void ts_stack_stop(ts_stack_t *stack);
 

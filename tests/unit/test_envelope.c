@@ -22,6 +22,7 @@ typedef struct {
     Vmlet__ContainerStatus *statuses[1];
     Vmlet__LauncherCapacity capacity;
     Vmlet__ProbeResult probe_result;
+    Vmlet__ImagePullProgress progress;
     Vmlet__PodSpec pod_spec;
     Vmlet__Container container;
     Vmlet__Container *containers[1];
@@ -64,6 +65,8 @@ static void s_fill_examples(examples_t *x)
     x->probe_result = (Vmlet__ProbeResult)VMLET__PROBE_RESULT__INIT;
     x->probe_result.pod = &x->pod, x->probe_result.has_outcome = 1;
     x->probe_result.outcome = VMLET__PROBE_OUTCOME__PROBE_OUTCOME_FAILURE;
+    x->progress = (Vmlet__ImagePullProgress)VMLET__IMAGE_PULL_PROGRESS__INIT;
+    x->progress.image = "alpine", x->progress.has_bytes_done = 1, x->progress.bytes_done = 42;
     x->container = (Vmlet__Container)VMLET__CONTAINER__INIT;
     x->container.name = "app", x->container.image = "alpine";
     x->args[0] = "sleep", x->args[1] = "3600";
@@ -91,6 +94,7 @@ static bool s_set_body(vmlet_envelope_t *env, examples_t *x, vmlet_body_case_t c
     case VMLET__ENVELOPE__BODY_LAUNCHER_CAPACITY: env->launcher_capacity = &x->capacity; return true;
     case VMLET__ENVELOPE__BODY_PROBE_RESULT: env->probe_result = &x->probe_result; return true;
     case VMLET__ENVELOPE__BODY_POD_SPEC: env->pod_spec = &x->pod_spec; return true;
+    case VMLET__ENVELOPE__BODY_IMAGE_PULL_PROGRESS: env->image_pull_progress = &x->progress; return true;
     default: return false;
     }
 }

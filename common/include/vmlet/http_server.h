@@ -16,6 +16,7 @@ typedef struct {
     const char *method; // "GET", ...
     const char *path;   // without the query string
     const char *query;  // after '?', or ""
+    const char *authorization; // the Authorization header's value, or ""
 } vmlet_http_request_t;
 
 typedef struct {

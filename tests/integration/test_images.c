@@ -446,6 +446,60 @@ static void test_pull_policies(void **state)
     assert_non_null(strstr(line, "InvalidImageName"));
 }
 
+typedef struct {
+    fixture_t *f;
+    const char *digest;
+} blob_t;
+
+static bool s_rootfs_gone(void *arg)
+{
+    blob_t *b = arg;
+    char path[600];
+    snprintf(path, sizeof path, "%s/rootfs/%s.ext4", b->f->cache, strchr(b->digest, ':') + 1);
+    return access(path, F_OK) != 0;
+}
+
+static void test_cache_budget_spares_images_in_use(void **state)
+{
+    fixture_t *f = *state;
+    char used[200], unused[200];
+    s_push(f, "small", "used:1", used, sizeof used);
+    s_push(f, "rich", "unused:1", unused, sizeof unused);
+    // A pod in Redis uses one of them (as k8s-watcher stores it).
+    char url[128];
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", f->stack.redis.password,
+             f->stack.redis.port);
+    vmlet_store_t *store = vmlet_store_new(url, NULL, NULL, NULL, NULL);
+    Vmlet__PodRef ref = VMLET__POD_REF__INIT;
+    ref.uid = "uid-gc", ref.namespace_ = "default", ref.name = "keeper";
+    Vmlet__Container c = VMLET__CONTAINER__INIT, *cs[] = {&c};
+    c.name = "app", c.image = used, c.image_normalized = used;
+    Vmlet__PodSpec spec = VMLET__POD_SPEC__INIT;
+    spec.pod = &ref, spec.n_containers = 1, spec.containers = cs;
+    assert_int_equal(vmlet_pod_store_put(store, &spec, "h", NULL), 0);
+    vmlet_store_destroy(&store);
+    static const char *const tight[] = {"--disk-budget=1", NULL}; // nothing unused may stay
+    assert_int_equal(s_start_builder(f, tight), 0);
+    char digest_used[200], digest_unused[200];
+    s_request(f, used, "u", "IfNotPresent", NULL, NULL);
+    s_field(s_wait(f, used, false, 30000), 2, digest_used, sizeof digest_used);
+    s_request(f, unused, "n", "IfNotPresent", NULL, NULL);
+    s_field(s_wait(f, unused, false, 30000), 2, digest_unused, sizeof digest_unused);
+    // Over budget: the unused image goes (root filesystem and blobs), the used one stays.
+    blob_t gone = {f, digest_unused};
+    assert_true(ts_poll(s_rootfs_gone, &gone, 20000));
+    blob_t kept = {f, digest_used};
+    assert_false(s_rootfs_gone(&kept));
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d -a %s --no-auth-warning EXISTS vmlet:image-digest:%s | grep -q 0",
+             f->stack.redis.port, f->stack.redis.password, digest_unused);
+    assert_int_equal(system(cmd), 0);
+    // Asked for again, it is pulled again.
+    zlistx_purge(f->ready);
+    s_request(f, unused, "again", "IfNotPresent", NULL, NULL);
+    s_wait(f, unused, false, 30000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +510,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_killed_builder_resumes_without_refetching, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pull_policies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_budget_spares_images_in_use, setup, teardown),
     };
     return TS_RUN(tests);
 }

@@ -6,7 +6,8 @@
 #   rich      two layers: files of several owners, a setuid binary, a device
 #             node, a fifo, hard and symbolic links, an xattr; the second
 #             deletes a file (whiteout) and empties a directory (opaque)
-#   big       five layers of about 20 MB each (mixed data), for benchmarks
+#   big       five layers of about 10 MB each (mixed data), for pull tests
+#   bench     five layers of about 20 MB each (mixed data), for benchmarks
 #   dotdot    a layer with an entry ../../etc/passwd
 #   escape    a layer with a symlink out of the root and a file through it
 #   small     one small layer
@@ -60,13 +61,15 @@ rich)
     (cd "$work/l2" && tar --numeric-owner --owner=0 --group=0 -cf "$work/l2.tar" etc data)
     add_raw "$work/l2.tar"
     ;;
-big)
+big | bench)
     base_files
     repack
+    size=10M files=200
+    [ "$kind" = bench ] && size=12M files=600
     for i in 1 2 3 4 5; do
         mkdir -p "$root/layer$i"
-        head -c 10M /dev/urandom >"$root/layer$i/random.bin"
-        for j in $(seq 1 200); do seq 1 5000 >"$root/layer$i/text-$j.txt"; done
+        head -c "$size" /dev/urandom >"$root/layer$i/random.bin"
+        for j in $(seq 1 "$files"); do seq "$j" $((j + 3000)) >"$root/layer$i/text-$j.txt"; done
         repack
     done
     ;;

@@ -183,6 +183,11 @@ static void *s_conn_main(void *arg)
     if (s_read_request(c->fd, &q)) {
         route_t r = s_dispatch(c->server, &q);
         size_t body_len = r.body ? (r.body_len ? r.body_len : strlen(r.body)) : 0;
+        // A copy: the test may free the route's body as soon as its client
+        // has read the answer, before this thread is done with write().
+        char *body = body_len ? malloc(body_len) : NULL;
+        if (body)
+            memcpy(body, r.body, body_len);
         long announced = r.content_length ? r.content_length : (long)body_len;
         if (r.delay_ms)
             usleep((useconds_t)r.delay_ms * 1000);
@@ -192,7 +197,8 @@ static void *s_conn_main(void *arg)
                          r.status, announced, r.headers);
         s_write_all(c->fd, head, (size_t)n);
         if (strcmp(q.method, "HEAD") != 0)
-            s_write_all(c->fd, r.body, body_len);
+            s_write_all(c->fd, body, body_len);
+        free(body);
         pthread_mutex_lock(&c->server->lock);
         c->server->active--;
         pthread_mutex_unlock(&c->server->lock);

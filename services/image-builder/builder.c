@@ -1,6 +1,7 @@
 // image-builder: requests in, answers out, pulls on threads (see builder.h).
 #include "builder_internal.h"
 
+#include "vmlet/fsutil.h"
 #include "vmlet/pb.h"
 #include "vmlet/quantity.h"
 #include "vmlet/timeutil.h"
@@ -326,9 +327,8 @@ static int s_mkdirs(builder_t *self, vmlet_err_t *err)
     snprintf(self->rootfs_dir, sizeof self->rootfs_dir, "%s/rootfs", cache);
     const char *dirs[] = {cache, self->blob_dir, self->rootfs_dir};
     for (int i = 0; i < 3; i++)
-        if (mkdir(dirs[i], 0755) < 0 && errno != EEXIST)
-            return vmlet_err_errno(err, errno, "making %s (set --cache-dir to a writable place)",
-                                   dirs[i]);
+        if (vmlet_mkdirs(dirs[i], 0755, err) < 0)
+            return vmlet_err_wrap(err, "image cache (set --cache-dir to a writable place)");
     return 0;
 }
 

@@ -23,6 +23,8 @@ typedef struct {
     Vmlet__LauncherCapacity capacity;
     Vmlet__ProbeResult probe_result;
     Vmlet__ImagePullProgress progress;
+    Vmlet__ExecRequest exec_request;
+    Vmlet__ExecResult exec_result;
     Vmlet__PodSpec pod_spec;
     Vmlet__Container container;
     Vmlet__Container *containers[1];
@@ -67,6 +69,12 @@ static void s_fill_examples(examples_t *x)
     x->probe_result.outcome = VMLET__PROBE_OUTCOME__PROBE_OUTCOME_FAILURE;
     x->progress = (Vmlet__ImagePullProgress)VMLET__IMAGE_PULL_PROGRESS__INIT;
     x->progress.image = "alpine", x->progress.has_bytes_done = 1, x->progress.bytes_done = 42;
+    x->exec_request = (Vmlet__ExecRequest)VMLET__EXEC_REQUEST__INIT;
+    x->exec_request.request_id = "r-1", x->exec_request.pod = &x->pod;
+    x->exec_request.container = "app";
+    x->exec_result = (Vmlet__ExecResult)VMLET__EXEC_RESULT__INIT;
+    x->exec_result.request_id = "r-1", x->exec_result.has_exit_code = 1;
+    x->exec_result.exit_code = 3;
     x->container = (Vmlet__Container)VMLET__CONTAINER__INIT;
     x->container.name = "app", x->container.image = "alpine";
     x->args[0] = "sleep", x->args[1] = "3600";
@@ -95,6 +103,8 @@ static bool s_set_body(vmlet_envelope_t *env, examples_t *x, vmlet_body_case_t c
     case VMLET__ENVELOPE__BODY_PROBE_RESULT: env->probe_result = &x->probe_result; return true;
     case VMLET__ENVELOPE__BODY_POD_SPEC: env->pod_spec = &x->pod_spec; return true;
     case VMLET__ENVELOPE__BODY_IMAGE_PULL_PROGRESS: env->image_pull_progress = &x->progress; return true;
+    case VMLET__ENVELOPE__BODY_EXEC_REQUEST: env->exec_request = &x->exec_request; return true;
+    case VMLET__ENVELOPE__BODY_EXEC_RESULT: env->exec_result = &x->exec_result; return true;
     default: return false;
     }
 }

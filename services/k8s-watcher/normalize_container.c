@@ -108,7 +108,8 @@ static bool s_env_name_ok(const char *name)
     return true;
 }
 
-// envFrom a ConfigMap: its keys become plain variables now.
+// envFrom a ConfigMap: its keys are resolved now, kept in their place
+// among the envFrom sources (the order decides which value wins).
 static void s_env_from_configmap(norm_t *n, Vmlet__Container *out, const cJSON *ref,
                                  const char *prefix, bool optional)
 {
@@ -119,8 +120,11 @@ static void s_env_from_configmap(norm_t *n, Vmlet__Container *out, const cJSON *
                     j_str(ref, "name"));
     if (r != RESOLVE_FOUND)
         return;
-    size_t extra = (size_t)cJSON_GetArraySize(data);
-    out->env = vmlet_xrealloc(out->env, (out->n_env + extra) * sizeof *out->env);
+    Vmlet__EnvFromSource *from = PB_NEW(Vmlet__EnvFromSource, VMLET__ENV_FROM_SOURCE__INIT);
+    from->prefix = vmlet_xstrdup(prefix);
+    from->source_case = VMLET__ENV_FROM_SOURCE__SOURCE_CONFIG_MAP;
+    from->config_map = s_key_ref(n, j_str(ref, "name"), NULL, optional);
+    from->values = vmlet_xcalloc((size_t)cJSON_GetArraySize(data) + 1, sizeof *from->values);
     const cJSON *kv;
     cJSON_ArrayForEach(kv, data)
     {
@@ -134,8 +138,9 @@ static void s_env_from_configmap(norm_t *n, Vmlet__Container *out, const cJSON *
         var->name = name;
         var->source_case = VMLET__ENV_VAR__SOURCE_VALUE;
         var->value = vmlet_xstrdup(kv->valuestring);
-        out->env[out->n_env++] = var;
+        from->values[from->n_values++] = var;
     }
+    out->env_from[out->n_env_from++] = from;
 }
 
 static void s_env_from(norm_t *n, Vmlet__Container *out, const cJSON *list)
@@ -392,8 +397,18 @@ static void s_check_sizes(Vmlet__Container *out)
 {
     size_t total = 0, longest = 0;
     const char *longest_what = "";
-    for (size_t i = 0; i < out->n_env; i++) {
-        const Vmlet__EnvVar *v = out->env[i];
+    size_t n_vars = out->n_env;
+    for (size_t i = 0; i < out->n_env_from; i++)
+        n_vars += out->env_from[i]->n_values;
+    for (size_t i = 0, from = 0, k = 0; i < n_vars; i++) {
+        const Vmlet__EnvVar *v;
+        if (i < out->n_env) {
+            v = out->env[i];
+        } else { // the resolved ConfigMap keys of envFrom, in order
+            while (k >= out->env_from[from]->n_values)
+                from++, k = 0;
+            v = out->env_from[from]->values[k++];
+        }
         size_t len = strlen(v->name ? v->name : "") + 1 +
                      (v->source_case == VMLET__ENV_VAR__SOURCE_VALUE ? strlen(v->value) : 0) + 1;
         total += len;

@@ -282,7 +282,10 @@ static void test_deployment_config_and_secrets(void **state)
         assert_int_equal(c->env[1]->source_case, VMLET__ENV_VAR__SOURCE_SECRET_KEY);
         assert_string_equal(c->env[1]->secret_key->name, "creds");
         assert_string_equal(c->env[1]->secret_key->key, "password");
-        assert_int_equal(c->n_env, 4); // MODE, PASSWORD, CFG_MODE, CFG_LEVEL
+        assert_int_equal(c->n_env, 2); // MODE, PASSWORD
+        assert_int_equal(c->n_env_from, 1); // the ConfigMap's CFG_MODE, CFG_LEVEL
+        assert_int_equal(c->env_from[0]->n_values, 2);
+        assert_string_equal(c->env_from[0]->values[0]->name, "CFG_LEVEL"); // the API sorts keys
         vmlet__pod_spec__free_unpacked(spec, NULL);
     }
     zlistx_destroy(&uids);

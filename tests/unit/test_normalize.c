@@ -156,18 +156,22 @@ static void test_env_resolution(void **state)
         "'envFrom':[{'configMapRef':{'name':'settings'},'prefix':'CFG_'},{'secretRef':{'name':'db'}}]}]}");
     const Vmlet__Container *c = s->containers[0];
     assert_null(c->problem);
-    // PLAIN, MODE, PW, IP, MEM, then CFG_MODE and CFG_LEVEL ("bad name" is skipped).
-    assert_int_equal(c->n_env, 7);
+    // PLAIN, MODE, PW, IP, MEM; envFrom keeps its sources in order, the
+    // ConfigMap's keys resolved: CFG_MODE and CFG_LEVEL ("bad name" is skipped).
+    assert_int_equal(c->n_env, 5);
     assert_string_equal(c->env[1]->value, "fast");
     assert_int_equal(c->env[2]->source_case, VMLET__ENV_VAR__SOURCE_SECRET_KEY);
     assert_string_equal(c->env[2]->secret_key->name, "db");
     assert_string_equal(c->env[2]->secret_key->key, "password");
     assert_string_equal(c->env[3]->field->field_path, "status.podIP");
     assert_string_equal(c->env[4]->resource_field->container_name, "app");
-    assert_string_equal(c->env[5]->name, "CFG_MODE");
-    assert_string_equal(c->env[6]->name, "CFG_LEVEL");
-    assert_int_equal(c->n_env_from, 1);
-    assert_string_equal(c->env_from[0]->secret->name, "db");
+    assert_int_equal(c->n_env_from, 2);
+    assert_int_equal(c->env_from[0]->source_case, VMLET__ENV_FROM_SOURCE__SOURCE_CONFIG_MAP);
+    assert_int_equal(c->env_from[0]->n_values, 2);
+    assert_string_equal(c->env_from[0]->values[0]->name, "CFG_MODE");
+    assert_string_equal(c->env_from[0]->values[1]->name, "CFG_LEVEL");
+    assert_string_equal(c->env_from[1]->secret->name, "db");
+    assert_int_equal(c->env_from[1]->n_values, 0);
     // The secret's value is nowhere in what goes to Redis.
     size_t len = vmlet__pod_spec__get_packed_size(s);
     uint8_t *bytes = malloc(len);

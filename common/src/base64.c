@@ -20,9 +20,12 @@ static int s_b64_value(unsigned char c)
     return -1;
 }
 
-// Decodes standard (or URL-safe) base64, skipping whitespace. Returns a
-// NUL-terminated malloc'd buffer, or NULL if the text is not base64.
 char *vmlet_base64_decode(const char *text)
+{
+    return vmlet_base64_decode_len(text, NULL);
+}
+
+char *vmlet_base64_decode_len(const char *text, size_t *len)
 {
     char *out = malloc(strlen(text) / 4 * 3 + 4);
     if (!out)
@@ -51,6 +54,8 @@ char *vmlet_base64_decode(const char *text)
         return NULL;
     }
     out[n] = '\0';
+    if (len)
+        *len = n;
     return out;
 }
 

@@ -206,8 +206,8 @@ static int64_t s_ceil_div(int64_t a, int64_t b)
 }
 
 // The value as the kubelet gives it: unset limits are what the VM has.
-static char *s_resource_value(const run_inputs_t *in, const Vmlet__ResourceFieldRef *ref,
-                              run_problem_t *problem)
+char *container_run_resource(const run_inputs_t *in, const Vmlet__ResourceFieldRef *ref,
+                             run_problem_t *problem)
 {
     const char *name = ref->container_name && *ref->container_name ? ref->container_name
                                                                     : in->container->name;
@@ -375,7 +375,7 @@ static char *s_env_value(secrets_t *secrets, const run_inputs_t *in, env_t *env,
         return v;
     }
     case VMLET__ENV_VAR__SOURCE_RESOURCE_FIELD: {
-        char *v = s_resource_value(in, var->resource_field, problem);
+        char *v = container_run_resource(in, var->resource_field, problem);
         if (!v) {
             char why[sizeof problem->message];
             snprintf(why, sizeof why, "%s", problem->message);

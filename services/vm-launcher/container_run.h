@@ -59,4 +59,10 @@ Vmlet__StartContainer *container_run_build(const run_inputs_t *in, run_problem_t
 // or NULL if the path is not one the kubelet supports.
 char *container_run_field(const run_inputs_t *in, const char *field_path);
 
+// The value of a resourceFieldRef ("limits.memory" with its divisor) as
+// the kubelet gives it, an unset limit meaning the VM's size. NULL with
+// problem->message when the reference is bad.
+char *container_run_resource(const run_inputs_t *in, const Vmlet__ResourceFieldRef *ref,
+                             run_problem_t *problem);
+
 #endif

@@ -246,3 +246,14 @@ const char *vmlet_store_describe(const vmlet_store_t *self)
 {
     return self->described;
 }
+
+const char *vmlet_store_reply_field(const redisReply *r, const char *name, size_t *len)
+{
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (r->element[i]->str && strcmp(r->element[i]->str, name) == 0) {
+            if (len)
+                *len = r->element[i + 1]->len;
+            return r->element[i + 1]->str;
+        }
+    return NULL;
+}

@@ -16,58 +16,15 @@
 #define BACKOFF_INITIAL_MS 10000 // the kubelet's image pull back-off
 #define BACKOFF_MAX_MS 300000
 
-static const char *s_field(redisReply *r, const char *name, size_t *len)
-{
-    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
-        if (strcmp(r->element[i]->str, name) == 0) {
-            if (len)
-                *len = r->element[i + 1]->len;
-            return r->element[i + 1]->str;
-        }
-    return NULL;
-}
-
 int index_lookup(vmlet_store_t *store, const char *reference, index_entry_t *out,
                  vmlet_err_t *err)
 {
-    memset(out, 0, sizeof *out);
-    redisReply *r = vmlet_store_command(store, err, "HGET vmlet:image:%s digest", reference);
-    if (!r)
-        return -1;
-    int found = r->type == REDIS_REPLY_STRING;
-    if (found)
-        snprintf(out->digest, sizeof out->digest, "%s", r->str);
-    freeReplyObject(r);
-    if (!found)
-        return 0;
-    r = vmlet_store_command(store, err, "HGETALL vmlet:image-digest:%s", out->digest);
-    if (!r)
-        return -1;
-    size_t config_len = 0;
-    const char *rootfs = s_field(r, "rootfs", NULL), *size = s_field(r, "size", NULL);
-    const char *config = s_field(r, "config", &config_len);
-    struct stat st;
-    found = rootfs && stat(rootfs, &st) == 0; // the record outlived its file: pull again
-    if (found) {
-        snprintf(out->rootfs, sizeof out->rootfs, "%s", rootfs);
-        out->size = size ? atoll(size) : 0;
-        out->config = config ? vmlet__image_config__unpack(NULL, config_len,
-                                                           (const uint8_t *)config)
-                             : NULL;
-    }
-    freeReplyObject(r);
-    if (found)
+    int found = vmlet_image_index_lookup(store, reference, out, err);
+    if (found == 1)
         freeReplyObject(vmlet_store_command(store, err,
                                             "HSET vmlet:image-digest:%s last_used_unix_ms %lld",
                                             out->digest, (long long)vmlet_unix_ms()));
     return found;
-}
-
-void index_entry_clear(index_entry_t *entry)
-{
-    if (entry->config)
-        vmlet__image_config__free_unpacked(entry->config, NULL);
-    entry->config = NULL;
 }
 
 int index_record(vmlet_store_t *store, const pull_t *pull, const Vmlet__ImageConfig *config,
@@ -106,8 +63,8 @@ int index_backoff_get(vmlet_store_t *store, const char *reference, backoff_state
     redisReply *r = vmlet_store_command(store, err, "HGETALL vmlet:image-backoff:%s", reference);
     if (!r)
         return -1;
-    const char *attempts = s_field(r, "attempts", NULL), *until = s_field(r, "until_unix_ms", NULL);
-    const char *error = s_field(r, "error", NULL);
+    const char *attempts = vmlet_store_reply_field(r, "attempts", NULL), *until = vmlet_store_reply_field(r, "until_unix_ms", NULL);
+    const char *error = vmlet_store_reply_field(r, "error", NULL);
     out->attempts = attempts ? atol(attempts) : 0;
     out->until_unix_ms = until ? atoll(until) : 0;
     snprintf(out->error, sizeof out->error, "%s", error ? error : "");

@@ -8,6 +8,7 @@
 #include "registry.h"
 #include "rootfs.h"
 
+#include "vmlet/image_index.h"
 #include "vmlet/image_ref.h"
 #include "vmlet/proto/image.pb-c.h"
 
@@ -66,21 +67,17 @@ void pull_abandon(pull_t *pull);
 
 // --- the image index in Redis (docs/redis.md) -------------------------------------
 
-typedef struct {
-    char digest[160];
-    char rootfs[PATH_MAX];
-    int64_t size;
-    Vmlet__ImageConfig *config; // free with vmlet__image_config__free_unpacked
-} index_entry_t;
+typedef vmlet_image_index_entry_t index_entry_t;
 
-// The image a normalised reference names, if built and its file exists.
-// Returns 1 found, 0 not, -1 on error.
+// The image a normalised reference names, if built and its file exists,
+// marking it used now (for the cache's clean-up). Returns 1 found, 0 not,
+// -1 on error.
 int index_lookup(vmlet_store_t *store, const char *reference, index_entry_t *out,
                  vmlet_err_t *err);
 // Records a finished pull under its reference and digest.
 int index_record(vmlet_store_t *store, const pull_t *pull, const Vmlet__ImageConfig *config,
                  vmlet_err_t *err);
-void index_entry_clear(index_entry_t *entry);
+#define index_entry_clear vmlet_image_index_entry_clear
 
 // The kubelet's image pull back-off, per reference.
 typedef struct {

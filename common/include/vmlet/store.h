@@ -29,6 +29,10 @@ redisReply *vmlet_store_command(vmlet_store_t *self, vmlet_err_t *err, const cha
 redisReply *vmlet_store_commandv(vmlet_store_t *self, vmlet_err_t *err, int argc,
                                  const char **argv, const size_t *argvlen);
 
+// The value of field `name` in an HGETALL reply (borrowed; *len its
+// length when len is not NULL), or NULL.
+const char *vmlet_store_reply_field(const redisReply *r, const char *name, size_t *len);
+
 // Connects now if disconnected and the back-off allows. Returns 0 when connected.
 int vmlet_store_ensure(vmlet_store_t *self, vmlet_err_t *err);
 bool vmlet_store_connected(const vmlet_store_t *self);

@@ -122,8 +122,8 @@ int ipam_cidr_set_gateway(ipam_cidr_t *cidr, const char *gateway, vmlet_err_t *e
     if (!ipam_contains(cidr, g))
         return vmlet_err_set(err, "gateway %s is outside %s", gateway, c);
     if (g < ipam_first(cidr) || g > ipam_last(cidr))
-        return vmlet_err_set(err, "gateway %s is the network or broadcast address of %s",
-                             gateway, c);
+        return vmlet_err_set(err, "gateway %s is the network or broadcast address of %s", gateway,
+                             c);
     cidr->gateway = g;
     return 0;
 }
@@ -153,8 +153,9 @@ struct _ipam_t {
 
 // KEYS: ipam hash, pod lease, next cursor, owner set.
 // ARGV: cidr, uid, owner, network, first offset, last offset, gateway offset.
-// Returns {0, ip}, {1, in use count} when full, {2, ip, cidr} when the pod
-// holds an address from another CIDR.
+// Returns {0, ip} for the address held already, {3, ip} for a new one,
+// {1, in use count} when full, {2, ip, cidr} when the pod holds an address
+// from another CIDR.
 static const char s_acquire_lua[] =
     "local cidr, uid, owner = ARGV[1], ARGV[2], ARGV[3]\n"
     "local held = redis.call('HGET', KEYS[2], 'ip')\n"
@@ -194,7 +195,7 @@ static const char s_acquire_lua[] =
     "      local nxt = off + 1\n"
     "      if nxt > last then nxt = first end\n"
     "      redis.call('SET', KEYS[3], nxt)\n"
-    "      return {0, ip}\n"
+    "      return {3, ip}\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -219,8 +220,7 @@ static const char s_release_lua[] =
     "redis.call('DEL', KEYS[1])\n"
     "return 1\n";
 
-ipam_t *ipam_new(vmlet_store_t *store, const ipam_cidr_t *cidr, const char *owner,
-                 vmlet_err_t *err)
+ipam_t *ipam_new(vmlet_store_t *store, const ipam_cidr_t *cidr, const char *owner, vmlet_err_t *err)
 {
     if (!ipam_valid_name(owner)) {
         vmlet_err_set(err, "ipam: owner \"%s\" must be 1-128 characters of [A-Za-z0-9._-]",
@@ -253,7 +253,7 @@ static int s_check_uid(const char *uid, vmlet_err_t *err)
     return 0;
 }
 
-int ipam_acquire(ipam_t *self, const char *uid, uint32_t *addr, vmlet_err_t *err)
+int ipam_acquire(ipam_t *self, const char *uid, uint32_t *addr, bool *fresh, vmlet_err_t *err)
 {
     if (s_check_uid(uid, err) < 0)
         return -1;
@@ -266,8 +266,9 @@ int ipam_acquire(ipam_t *self, const char *uid, uint32_t *addr, vmlet_err_t *err
     snprintf(a_net, sizeof a_net, "%" PRIu32, self->cidr.network);
     snprintf(a_last, sizeof a_last, "%" PRIu32, ipam_last(&self->cidr) - self->cidr.network);
     snprintf(a_gw, sizeof a_gw, "%" PRIu32, self->cidr.gateway - self->cidr.network);
-    const char *argv[] = {"EVAL", s_acquire_lua, "4", k_ipam, k_pod, k_next, k_owner,
-                          self->cidr_text, uid, self->owner, a_net, "1", a_last, a_gw};
+    const char *argv[] = {
+        "EVAL",          s_acquire_lua, "4",         k_ipam, k_pod, k_next, k_owner,
+        self->cidr_text, uid,           self->owner, a_net,  "1",   a_last, a_gw};
     size_t lens[sizeof argv / sizeof *argv];
     for (size_t i = 0; i < sizeof argv / sizeof *argv; i++)
         lens[i] = strlen(argv[i]);
@@ -294,6 +295,8 @@ int ipam_acquire(ipam_t *self, const char *uid, uint32_t *addr, vmlet_err_t *err
         vmlet_err_set(err, "ipam %s: Redis holds %s for pod %s, which is not assignable here",
                       self->cidr_text, r->element[1]->str, uid);
     } else {
+        if (fresh)
+            *fresh = r->element[0]->integer == 3;
         rc = 0;
     }
     freeReplyObject(r);
@@ -342,8 +345,7 @@ int ipam_release(ipam_t *self, const char *uid, vmlet_err_t *err)
         return vmlet_err_wrap(err, "ipam: freeing the address of pod %s", uid);
     int rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
     if (rc < 0)
-        vmlet_err_set(err, "ipam: freeing the address of pod %s: unexpected reply from Redis",
-                      uid);
+        vmlet_err_set(err, "ipam: freeing the address of pod %s: unexpected reply from Redis", uid);
     freeReplyObject(r);
     return rc;
 }
@@ -352,14 +354,13 @@ int ipam_list_owned(ipam_t *self, char ***uids, size_t *n, vmlet_err_t *err)
 {
     *uids = NULL;
     *n = 0;
-    redisReply *r = vmlet_store_command(self->store, err, "SMEMBERS vmlet:ipam-owner:%s",
-                                        self->owner);
+    redisReply *r =
+        vmlet_store_command(self->store, err, "SMEMBERS vmlet:ipam-owner:%s", self->owner);
     if (!r)
         return vmlet_err_wrap(err, "ipam: listing the leases of %s", self->owner);
     if (r->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(r);
-        return vmlet_err_set(err, "ipam: listing the leases of %s: unexpected reply",
-                             self->owner);
+        return vmlet_err_set(err, "ipam: listing the leases of %s: unexpected reply", self->owner);
     }
     *uids = vmlet_xcalloc(r->elements + 1, sizeof **uids);
     for (size_t i = 0; i < r->elements; i++)

@@ -88,11 +88,12 @@ ipam_t *ipam_new(vmlet_store_t *store, const ipam_cidr_t *cidr, const char *owne
                  vmlet_err_t *err);
 void ipam_destroy(ipam_t **self_p);
 
-// The pod's address: the one it holds already in this CIDR, or a free one.
-// Returns 0 with *addr; -1 with err, err->code ENOSPC when the CIDR is full,
-// EEXIST when the pod holds an address from another CIDR (set by another
-// configuration; ipam_release frees it).
-int ipam_acquire(ipam_t *self, const char *uid, uint32_t *addr, vmlet_err_t *err);
+// The pod's address: the one it holds already in this CIDR, or a free one
+// (*fresh, may be NULL, says which). Returns 0 with *addr; -1 with err,
+// err->code ENOSPC when the CIDR is full, EEXIST when the pod holds an
+// address from another CIDR (set by another configuration; ipam_release
+// frees it).
+int ipam_acquire(ipam_t *self, const char *uid, uint32_t *addr, bool *fresh, vmlet_err_t *err);
 
 // The pod's lease without allocating: 1 with *addr (and *ours: whether this
 // owner holds it; may be NULL) when it holds one in this CIDR, 0 when it

@@ -107,8 +107,10 @@ int links_bridge_ensure(struct nl_sock *sk, const char *name, unsigned mtu, cons
             return vmlet_err_set(err, "bridge %s: gone right after creation", name);
     }
     if (strcmp(info.kind, "bridge"))
-        return vmlet_err_set(err, "link %s exists and is a %s, not a bridge (choose another "
-                             "--net-bridge or remove it)", name, info.kind[0] ? info.kind : "device");
+        return vmlet_err_set(err,
+                             "link %s exists and is a %s, not a bridge (choose another "
+                             "--net-bridge or remove it)",
+                             name, info.kind[0] ? info.kind : "device");
     // Only what differs is changed: an unchanged MAC or MTU is not resent.
     struct rtnl_link *orig = NULL, *chg = rtnl_link_alloc();
     int rc = rtnl_link_get_kernel(sk, 0, name, &orig);
@@ -141,9 +143,10 @@ int links_veth_ensure(struct nl_sock *sk, const char *name, const char *peer, in
         return -1;
     if (found) {
         if (strcmp(info.kind, "veth"))
-            return vmlet_err_set(err, "link %s exists and is a %s, not a veth (choose another "
-                                 "--net-host-veth or remove it)", name,
-                                 info.kind[0] ? info.kind : "device");
+            return vmlet_err_set(err,
+                                 "link %s exists and is a %s, not a veth (choose another "
+                                 "--net-host-veth or remove it)",
+                                 name, info.kind[0] ? info.kind : "device");
         return 0;
     }
     struct rtnl_link *veth = rtnl_link_veth_alloc();
@@ -164,8 +167,7 @@ int links_veth_ensure(struct nl_sock *sk, const char *name, const char *peer, in
     return 0;
 }
 
-int links_set(struct nl_sock *sk, const char *name, const links_change_t *change,
-              vmlet_err_t *err)
+int links_set(struct nl_sock *sk, const char *name, const links_change_t *change, vmlet_err_t *err)
 {
     struct rtnl_link *orig = NULL;
     int rc = rtnl_link_get_kernel(sk, 0, name, &orig);
@@ -208,8 +210,7 @@ static struct nl_addr *s_inet(uint32_t addr, int prefix)
     return a;
 }
 
-int links_addr_ensure(struct nl_sock *sk, int ifindex, uint32_t addr, int prefix,
-                      vmlet_err_t *err)
+int links_addr_ensure(struct nl_sock *sk, int ifindex, uint32_t addr, int prefix, vmlet_err_t *err)
 {
     struct rtnl_addr *ra = rtnl_addr_alloc();
     struct nl_addr *local = s_inet(addr, prefix);
@@ -266,8 +267,8 @@ static void s_route_text(const links_route_t *r, char *buf, size_t size)
     if (r->unreachable)
         snprintf(buf, size, "route unreachable %s/%d metric %u", d, r->prefix, r->metric);
     else
-        snprintf(buf, size, "route %s/%d via %s ifindex %d metric %u", d, r->prefix, g,
-                 r->ifindex, r->metric);
+        snprintf(buf, size, "route %s/%d via %s ifindex %d metric %u", d, r->prefix, g, r->ifindex,
+                 r->metric);
 }
 
 int links_route_ensure(struct nl_sock *sk, const links_route_t *r, vmlet_err_t *err)

@@ -23,8 +23,8 @@ typedef struct {
     int master; // ifindex of the bridge it is a port of, 0 for none
     unsigned mtu;
     bool up;
-    char kind[16];    // "bridge", "veth", "tun", ... ("" for none)
-    char alias[256];  // IFLA_IFALIAS, "" when unset
+    char kind[16];   // "bridge", "veth", "tun", ... ("" for none)
+    char alias[256]; // IFLA_IFALIAS, "" when unset
     uint8_t mac[6];
 } links_info_t;
 
@@ -49,15 +49,13 @@ typedef struct {
     const char *alias; // NULL: keep
     bool up;           // false: keep
 } links_change_t;
-int links_set(struct nl_sock *sk, const char *name, const links_change_t *change,
-              vmlet_err_t *err);
+int links_set(struct nl_sock *sk, const char *name, const links_change_t *change, vmlet_err_t *err);
 
 // Deletes the link (a veth takes its peer along). Missing is fine.
 int links_delete(struct nl_sock *sk, const char *name, vmlet_err_t *err);
 
 // addr/prefix on the link (host byte order). Present already is fine.
-int links_addr_ensure(struct nl_sock *sk, int ifindex, uint32_t addr, int prefix,
-                      vmlet_err_t *err);
+int links_addr_ensure(struct nl_sock *sk, int ifindex, uint32_t addr, int prefix, vmlet_err_t *err);
 
 // A route in the main table. gateway 0: none; ifindex 0: none;
 // unreachable: an `unreachable` route (no nexthop). It replaces a route

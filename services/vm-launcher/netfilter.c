@@ -66,31 +66,34 @@ int netfilter_filter_setup(const netfilter_where_t *w, const char *table, vmlet_
 #define ADD(...) n += (size_t)snprintf(cmds + n, sizeof cmds - n, __VA_ARGS__)
     ADD("add table bridge %s\n", table);
     ADD("add set bridge %s ip_ok { type ifname . ether_addr . ipv4_addr; }\n", table);
-    ADD("add set bridge %s arp_in { type ifname . ether_addr . ether_addr . ipv4_addr; }\n",
-        table);
+    ADD("add set bridge %s arp_in { type ifname . ether_addr . ether_addr . ipv4_addr; }\n", table);
     ADD("add set bridge %s arp_out { type ifname . ipv4_addr; }\n", table);
     for (size_t i = 0; i < sizeof s_counters / sizeof *s_counters; i++)
         ADD("add counter bridge %s %s\n", table, s_counters[i]);
     ADD("add chain bridge %s prerouting { type filter hook prerouting priority -300; "
-        "policy accept; }\n", table);
+        "policy accept; }\n",
+        table);
     ADD("add chain bridge %s postrouting { type filter hook postrouting priority 300; "
-        "policy accept; }\n", table);
+        "policy accept; }\n",
+        table);
     ADD("flush chain bridge %s prerouting\n", table);
     ADD("flush chain bridge %s postrouting\n", table);
     const char *arp = "ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4";
     ADD("add rule bridge %s prerouting iifname != \"%s*\" accept\n", table, NET_TAP_PREFIX);
     ADD("add rule bridge %s prerouting ether type ip iifname . ether saddr . ip saddr @ip_ok "
-        "accept\n", table);
+        "accept\n",
+        table);
     ADD("add rule bridge %s prerouting %s iifname . ether saddr . arp saddr ether . "
-        "arp saddr ip @arp_in accept\n", table, arp);
+        "arp saddr ip @arp_in accept\n",
+        table, arp);
     ADD("add rule bridge %s prerouting ether type ip counter name drop_in_ip drop\n", table);
     ADD("add rule bridge %s prerouting ether type arp counter name drop_in_arp drop\n", table);
     ADD("add rule bridge %s prerouting counter name drop_in_other drop\n", table);
     ADD("add rule bridge %s postrouting oifname != \"%s*\" accept\n", table, NET_TAP_PREFIX);
     ADD("add rule bridge %s postrouting ether type ip oifname . ether daddr . ip daddr @ip_ok "
-        "accept\n", table);
-    ADD("add rule bridge %s postrouting %s oifname . arp daddr ip @arp_out accept\n", table,
-        arp);
+        "accept\n",
+        table);
+    ADD("add rule bridge %s postrouting %s oifname . arp daddr ip @arp_out accept\n", table, arp);
     ADD("add rule bridge %s postrouting ether type ip counter name drop_out_ip drop\n", table);
     ADD("add rule bridge %s postrouting counter name drop_out_other drop\n", table);
 #undef ADD
@@ -129,8 +132,7 @@ int netfilter_port_allow(const netfilter_where_t *w, const char *table, const ch
     char cmds[1024];
     s_elements(cmds, sizeof cmds, "add", table, port, mac, ip);
     if (s_run(w, cmds, NULL, err) < 0)
-        return vmlet_err_wrap(err, "allowing %s (%s %s) in table bridge %s", port, mac, ip,
-                              table);
+        return vmlet_err_wrap(err, "allowing %s (%s %s) in table bridge %s", port, mac, ip, table);
     return 0;
 }
 
@@ -143,8 +145,7 @@ int netfilter_port_revoke(const netfilter_where_t *w, const char *table, const c
     int n = s_elements(cmds, sizeof cmds, "add", table, port, mac, ip);
     s_elements(cmds + n, sizeof cmds - (size_t)n, "delete", table, port, mac, ip);
     if (s_run(w, cmds, NULL, err) < 0)
-        return vmlet_err_wrap(err, "revoking %s (%s %s) in table bridge %s", port, mac, ip,
-                              table);
+        return vmlet_err_wrap(err, "revoking %s (%s %s) in table bridge %s", port, mac, ip, table);
     return 0;
 }
 
@@ -185,8 +186,8 @@ static uint64_t s_counter(const char *listing, const char *name)
     return strtoull(p + strlen("packets "), NULL, 10);
 }
 
-int netfilter_filter_drops(const netfilter_where_t *w, const char *table,
-                           netfilter_drops_t *drops, vmlet_err_t *err)
+int netfilter_filter_drops(const netfilter_where_t *w, const char *table, netfilter_drops_t *drops,
+                           vmlet_err_t *err)
 {
     char cmds[128];
     snprintf(cmds, sizeof cmds, "list counters table bridge %s\n", table);

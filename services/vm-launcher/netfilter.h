@@ -64,8 +64,8 @@ typedef struct {
     uint64_t out_ip, out_other;       // frames kept from a VM (out_other counts ARP
                                       // requests for other pods: normal)
 } netfilter_drops_t;
-int netfilter_filter_drops(const netfilter_where_t *w, const char *table,
-                           netfilter_drops_t *drops, vmlet_err_t *err);
+int netfilter_filter_drops(const netfilter_where_t *w, const char *table, netfilter_drops_t *drops,
+                           vmlet_err_t *err);
 
 // Turns any string into an nftables identifier ("vmlet_" + [A-Za-z0-9_]).
 void netfilter_table_name(const char *prefix, const char *name, char *buf, size_t size);

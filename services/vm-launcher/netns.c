@@ -152,9 +152,9 @@ void netns_return(int home_fd)
 {
     if (setns(home_fd, CLONE_NEWNET) < 0) {
         char msg[160];
-        int n = snprintf(msg, sizeof msg,
-                         "vmlet: cannot return to the home network namespace: %s\n",
-                         strerror(errno));
+        int n =
+            snprintf(msg, sizeof msg, "vmlet: cannot return to the home network namespace: %s\n",
+                     strerror(errno));
         if (n > 0 && write(STDERR_FILENO, msg, (size_t)n) < 0) {
             // nothing more to say
         }

@@ -1,8 +1,7 @@
-// The pod network: setup, teardown and the per-pod attach/detach.
-#include "network.h"
+// The pod network: settings, setup and teardown (the per-pod half is in
+// network_pods.c).
+#include "network_internal.h"
 
-#include "ipam.h"
-#include "links.h"
 #include "netns.h"
 
 #include "vmlet/xalloc.h"
@@ -12,26 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-struct _net_t {
-    char *netns;     // NULL: the launcher's own namespace
-    char *bridge;
-    char *host_veth; // NULL without a namespace
-    char *owner;
-    unsigned mtu;
-    bool nat;
-    ipam_cidr_t cidr, link;
-    char cidr_text[IPAM_CIDR_STRLEN];
-    vmlet_log_t *log;
-    ipam_t *ipam;
-    int home_fd;            // the namespace of the thread that made the object
-    int ns_fd;              // vmlet's namespace; -1 without one or before it exists
-    struct nl_sock *sk_home;
-    struct nl_sock *sk_ns;  // == sk_home without a namespace; NULL before it exists
-    char netns_path[96];
-    char filter_table[64];
-    char nat_table[64];
-};
 
 void net_settings_defaults(net_settings_t *s)
 {
@@ -84,7 +63,7 @@ bool net_valid_ifname(const char *s)
 
 // --- construction -------------------------------------------------------------
 
-static netfilter_where_t s_where_pods(const net_t *self)
+netfilter_where_t net_where_pods(const net_t *self)
 {
     return (netfilter_where_t){self->ns_fd, self->home_fd, self->netns ? self->netns : "host"};
 }
@@ -99,28 +78,34 @@ static int s_check_settings(const net_settings_t *s, vmlet_err_t *err)
     bool ns = s->netns && *s->netns;
     if (ns && (strlen(s->netns) > 64 || strchr(s->netns, '/') || !strcmp(s->netns, ".") ||
                !strcmp(s->netns, "..")))
-        return vmlet_err_set(err, "network namespace \"%s\": use a plain name of at most 64 "
-                             "characters (or \"\" for none)", s->netns);
+        return vmlet_err_set(err,
+                             "network namespace \"%s\": use a plain name of at most 64 "
+                             "characters (or \"\" for none)",
+                             s->netns);
     if (!net_valid_ifname(s->bridge))
         return vmlet_err_set(err, "bridge name \"%s\": use 1-15 characters of [A-Za-z0-9._-]",
                              s->bridge ? s->bridge : "");
     if (!strncmp(s->bridge, NET_TAP_PREFIX, strlen(NET_TAP_PREFIX)))
-        return vmlet_err_set(err, "bridge name \"%s\" must not start with \"%s\" (the taps' "
-                             "prefix)", s->bridge, NET_TAP_PREFIX);
+        return vmlet_err_set(err,
+                             "bridge name \"%s\" must not start with \"%s\" (the taps' "
+                             "prefix)",
+                             s->bridge, NET_TAP_PREFIX);
     if (ns && !net_valid_ifname(s->host_veth))
-        return vmlet_err_set(err, "host veth name \"%s\": use 1-15 characters of "
-                             "[A-Za-z0-9._-]", s->host_veth ? s->host_veth : "");
+        return vmlet_err_set(err,
+                             "host veth name \"%s\": use 1-15 characters of "
+                             "[A-Za-z0-9._-]",
+                             s->host_veth ? s->host_veth : "");
     if (s->mtu && (s->mtu < 576 || s->mtu > 65535))
         return vmlet_err_set(err, "MTU %u: use 576 to 65535", s->mtu);
     if (!ipam_valid_name(s->owner))
-        return vmlet_err_set(err, "owner (launcher id) \"%s\": use 1-128 characters of "
-                             "[A-Za-z0-9._-]", s->owner ? s->owner : "");
+        return vmlet_err_set(err,
+                             "owner (launcher id) \"%s\": use 1-128 characters of "
+                             "[A-Za-z0-9._-]",
+                             s->owner ? s->owner : "");
     return 0;
 }
 
-// Opens the namespace and a netlink socket inside it, creating the
-// namespace only when asked. 1: ready, 0: it does not exist, -1: error.
-static int s_open_ns(net_t *self, bool create, vmlet_err_t *err)
+int net_open_ns(net_t *self, bool create, vmlet_err_t *err)
 {
     if (self->sk_ns)
         return 1;
@@ -198,7 +183,7 @@ net_t *net_new(const net_settings_t *s, vmlet_store_t *store, vmlet_log_t *log, 
     if (self->home_fd < 0)
         goto fail;
     self->sk_home = links_open(err);
-    if (!self->sk_home || s_open_ns(self, false, err) < 0)
+    if (!self->sk_home || net_open_ns(self, false, err) < 0)
         goto fail;
     return self;
 fail:
@@ -232,18 +217,31 @@ const char *net_netns_path(const net_t *self)
     return self->netns_path;
 }
 
+int net_require_setup(net_t *self, vmlet_err_t *err)
+{
+    int rc = net_open_ns(self, false, err);
+    if (rc == 0)
+        return vmlet_err_set(err, "pod network: namespace %s does not exist (net_setup first)",
+                             self->netns);
+    return rc < 0 ? -1 : 0;
+}
+
 // --- setup ----------------------------------------------------------------------
 
 static links_route_t s_fallback_route(const net_t *self)
 {
-    return (links_route_t){.dst = self->cidr.network, .prefix = self->cidr.prefix,
-                           .metric = NET_FALLBACK_METRIC, .unreachable = true};
+    return (links_route_t){.dst = self->cidr.network,
+                           .prefix = self->cidr.prefix,
+                           .metric = NET_FALLBACK_METRIC,
+                           .unreachable = true};
 }
 
 static links_route_t s_pod_route(const net_t *self, int host_veth_index)
 {
-    return (links_route_t){.dst = self->cidr.network, .prefix = self->cidr.prefix,
-                           .gateway = ipam_first(&self->link) + 1, .ifindex = host_veth_index,
+    return (links_route_t){.dst = self->cidr.network,
+                           .prefix = self->cidr.prefix,
+                           .gateway = ipam_first(&self->link) + 1,
+                           .ifindex = host_veth_index,
                            .metric = NET_ROUTE_METRIC};
 }
 
@@ -258,7 +256,7 @@ static int s_sysctl_pods(net_t *self, const char *key, const char *value, vmlet_
     return rc;
 }
 
-static int s_ifindex(struct nl_sock *sk, const char *name, vmlet_err_t *err)
+int net_ifindex(struct nl_sock *sk, const char *name, vmlet_err_t *err)
 {
     links_info_t info;
     int found = links_get(sk, name, &info, err);
@@ -290,8 +288,8 @@ static int s_setup_veth(net_t *self, vmlet_err_t *err)
         vmlet_log_info(self->log, VMLET_KV({"veth", self->host_veth}, {"peer", NET_UPLINK}),
                        "created veth pair");
     uint32_t host_addr = ipam_first(&self->link), ns_addr = host_addr + 1;
-    int host_index = s_ifindex(self->sk_home, self->host_veth, err);
-    int up_index = host_index < 0 ? -1 : s_ifindex(self->sk_ns, NET_UPLINK, err);
+    int host_index = net_ifindex(self->sk_home, self->host_veth, err);
+    int up_index = host_index < 0 ? -1 : net_ifindex(self->sk_ns, NET_UPLINK, err);
     if (up_index < 0)
         return -1;
     links_change_t change = {.mtu = self->mtu, .up = true};
@@ -317,9 +315,9 @@ static int s_setup_bridge(net_t *self, vmlet_err_t *err)
         return -1;
     if (created)
         vmlet_log_info(self->log, VMLET_KV({"bridge", self->bridge}), "created bridge");
-    int index = s_ifindex(self->sk_ns, self->bridge, err);
-    if (index < 0 || links_addr_ensure(self->sk_ns, index, self->cidr.gateway, self->cidr.prefix,
-                                       err) < 0)
+    int index = net_ifindex(self->sk_ns, self->bridge, err);
+    if (index < 0 ||
+        links_addr_ensure(self->sk_ns, index, self->cidr.gateway, self->cidr.prefix, err) < 0)
         return -1;
     return 0;
 }
@@ -350,14 +348,14 @@ int net_setup(net_t *self, vmlet_err_t *err)
     links_route_t fallback = s_fallback_route(self);
     if (links_route_ensure(self->sk_home, &fallback, err) < 0)
         return vmlet_err_wrap(err, "pod network %s", self->cidr_text);
-    if (s_open_ns(self, true, err) < 0)
+    if (net_open_ns(self, true, err) < 0)
         return vmlet_err_wrap(err, "pod network %s", self->cidr_text);
     links_change_t up = {.up = true};
-    if (self->netns && (links_set(self->sk_ns, "lo", &up, err) < 0 ||
-                        s_sysctl_pods(self, "net/ipv4/ip_forward", "1", err) < 0 ||
-                        s_setup_veth(self, err) < 0))
+    if (self->netns &&
+        (links_set(self->sk_ns, "lo", &up, err) < 0 ||
+         s_sysctl_pods(self, "net/ipv4/ip_forward", "1", err) < 0 || s_setup_veth(self, err) < 0))
         return vmlet_err_wrap(err, "pod network %s: namespace %s", self->cidr_text, self->netns);
-    netfilter_where_t pods = s_where_pods(self);
+    netfilter_where_t pods = net_where_pods(self);
     if (s_setup_bridge(self, err) < 0 ||
         netfilter_filter_setup(&pods, self->filter_table, err) < 0 || s_setup_nat(self, err) < 0)
         return vmlet_err_wrap(err, "pod network %s", self->cidr_text);
@@ -371,230 +369,7 @@ int net_setup(net_t *self, vmlet_err_t *err)
     return 0;
 }
 
-// --- pods -----------------------------------------------------------------------
-
-// Parses a tap alias "vmlet pod=<uid> owner=<owner>". false if not ours.
-static bool s_parse_alias(const char *alias, char *uid, size_t uid_size, char *owner,
-                          size_t owner_size)
-{
-    static const char pfx[] = "vmlet pod=";
-    if (strncmp(alias, pfx, sizeof pfx - 1))
-        return false;
-    const char *u = alias + sizeof pfx - 1;
-    const char *sp = strstr(u, " owner=");
-    if (!sp || (size_t)(sp - u) >= uid_size || strlen(sp + 7) >= owner_size)
-        return false;
-    memcpy(uid, u, (size_t)(sp - u));
-    uid[sp - u] = '\0';
-    snprintf(owner, owner_size, "%s", sp + 7);
-    return true;
-}
-
-static int s_require_setup(net_t *self, vmlet_err_t *err)
-{
-    int rc = s_open_ns(self, false, err);
-    if (rc == 0)
-        return vmlet_err_set(err, "pod network: namespace %s does not exist (net_setup first)",
-                             self->netns);
-    return rc < 0 ? -1 : 0;
-}
-
-static void s_fill_lease(const net_t *self, uint32_t ip, const char *tap, net_lease_t *out)
-{
-    memset(out, 0, sizeof *out);
-    ipam_addr_format(ip, out->ip);
-    out->prefix_len = self->cidr.prefix;
-    ipam_addr_format(self->cidr.gateway, out->gateway);
-    uint8_t mac[6];
-    net_mac_for(ip, mac);
-    links_mac_format(mac, out->mac);
-    snprintf(out->tap, sizeof out->tap, "%s", tap);
-    out->mtu = self->mtu;
-    snprintf(out->netns_path, sizeof out->netns_path, "%s", self->netns_path);
-}
-
-// The tap exists afterwards; *created says whether this call made it.
-static int s_ensure_tap(net_t *self, const char *uid, const char *tap, bool *created,
-                        vmlet_err_t *err)
-{
-    *created = false;
-    links_info_t info;
-    int found = links_get(self->sk_ns, tap, &info, err);
-    if (found < 0)
-        return -1;
-    if (found) {
-        char other[160], owner[160];
-        if (s_parse_alias(info.alias, other, sizeof other, owner, sizeof owner) &&
-            strcmp(other, uid)) {
-            vmlet_err_set(err, "tap %s belongs to pod %s, not %s (hash collision)", tap, other,
-                          uid);
-            err->code = EEXIST;
-            return -1;
-        }
-        return 0;
-    }
-    if (self->ns_fd >= 0 && netns_enter(self->ns_fd, self->netns, err) < 0)
-        return -1;
-    int rc = links_tap_create(tap, err);
-    if (self->ns_fd >= 0)
-        netns_return(self->home_fd);
-    *created = rc == 0;
-    return rc;
-}
-
-int net_attach(net_t *self, const char *pod_uid, net_lease_t *out, vmlet_err_t *err)
-{
-    if (s_require_setup(self, err) < 0)
-        return -1;
-    uint32_t ip;
-    if (ipam_acquire(self->ipam, pod_uid, &ip, err) < 0)
-        return -1;
-    char tap[IFNAMSIZ];
-    net_tap_name(pod_uid, tap);
-    s_fill_lease(self, ip, tap, out);
-    bool created;
-    if (s_ensure_tap(self, pod_uid, tap, &created, err) < 0)
-        return vmlet_err_wrap(err, "attaching pod %s", pod_uid);
-    // Filters before the tap joins the bridge: a port is never open unfiltered.
-    netfilter_where_t pods = s_where_pods(self);
-    char alias[300];
-    snprintf(alias, sizeof alias, "vmlet pod=%s owner=%s", pod_uid, self->owner);
-    int br = -1;
-    if (netfilter_port_allow(&pods, self->filter_table, tap, out->mac, out->ip, err) == 0 &&
-        (br = s_ifindex(self->sk_ns, self->bridge, err)) > 0) {
-        links_change_t change = {.mtu = self->mtu, .master = br, .alias = alias, .up = true};
-        if (links_set(self->sk_ns, tap, &change, err) == 0) {
-            vmlet_log_info(self->log,
-                           VMLET_KV({"pod", pod_uid}, {"ip", out->ip}, {"tap", tap},
-                                    {"mac", out->mac}, {"new_tap", created ? "yes" : "no"}),
-                           "pod attached");
-            return 0;
-        }
-    }
-    if (created) {
-        vmlet_err_t e = {0};
-        links_delete(self->sk_ns, tap, &e);
-    }
-    return vmlet_err_wrap(err, "attaching pod %s", pod_uid);
-}
-
-int net_detach(net_t *self, const char *pod_uid, vmlet_err_t *err)
-{
-    if (!ipam_valid_name(pod_uid))
-        return vmlet_err_set(err, "detaching: pod uid \"%s\" is not valid", pod_uid);
-    if (s_require_setup(self, err) < 0)
-        return -1;
-    uint32_t ip = 0;
-    bool ours = false;
-    int leased = ipam_lookup(self->ipam, pod_uid, &ip, &ours, err);
-    if (leased < 0)
-        return vmlet_err_wrap(err, "detaching pod %s", pod_uid);
-    char tap[IFNAMSIZ];
-    net_tap_name(pod_uid, tap);
-    links_info_t info;
-    int found = links_get(self->sk_ns, tap, &info, err);
-    if (found < 0)
-        return vmlet_err_wrap(err, "detaching pod %s", pod_uid);
-    if (found) {
-        char uid[160], owner[160];
-        bool named = s_parse_alias(info.alias, uid, sizeof uid, owner, sizeof owner);
-        // Ours: named for this pod and owner, or unnamed (an attach that
-        // stopped before naming it) while the lease is not someone else's.
-        bool mine = named ? !strcmp(uid, pod_uid) && !strcmp(owner, self->owner)
-                          : (!leased || ours);
-        if (!mine) {
-            vmlet_log_warn(self->log, VMLET_KV({"pod", pod_uid}, {"tap", tap},
-                                               {"alias", info.alias}),
-                           "tap left alone: it belongs to another pod or launcher");
-        } else if (links_delete(self->sk_ns, tap, err) < 0) {
-            return vmlet_err_wrap(err, "detaching pod %s", pod_uid);
-        }
-    }
-    if (leased && !ours) {
-        vmlet_log_warn(self->log, VMLET_KV({"pod", pod_uid}),
-                       "address left alone: another launcher holds the lease");
-        return 0;
-    }
-    if (leased) {
-        net_lease_t l;
-        s_fill_lease(self, ip, tap, &l);
-        netfilter_where_t pods = s_where_pods(self);
-        if (netfilter_port_revoke(&pods, self->filter_table, tap, l.mac, l.ip, err) < 0)
-            return vmlet_err_wrap(err, "detaching pod %s", pod_uid);
-    }
-    int rc = ipam_release(self->ipam, pod_uid, err);
-    if (rc < 0)
-        return vmlet_err_wrap(err, "detaching pod %s", pod_uid);
-    if (found || rc == 1) {
-        char a[INET_ADDRSTRLEN] = "";
-        if (leased)
-            ipam_addr_format(ip, a);
-        vmlet_log_info(self->log, VMLET_KV({"pod", pod_uid}, {"ip", a}, {"tap", tap}),
-                       "pod detached");
-    }
-    return 0;
-}
-
-// --- listing and teardown ---------------------------------------------------------
-
-typedef struct {
-    const net_t *net;
-    char **uids;
-    size_t n, cap;
-} s_list_t;
-
-static void s_list_add(s_list_t *l, const char *uid)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->uids[i], uid))
-            return;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 16;
-        l->uids = vmlet_xrealloc(l->uids, l->cap * sizeof *l->uids);
-    }
-    l->uids[l->n++] = vmlet_xstrdup(uid);
-}
-
-static void s_list_link(const char *name, const links_info_t *info, void *arg)
-{
-    s_list_t *l = arg;
-    char uid[160], owner[160];
-    if (!strncmp(name, NET_TAP_PREFIX, strlen(NET_TAP_PREFIX)) &&
-        s_parse_alias(info->alias, uid, sizeof uid, owner, sizeof owner) &&
-        !strcmp(owner, l->net->owner) && ipam_valid_name(uid))
-        s_list_add(l, uid);
-}
-
-int net_list(net_t *self, char ***uids, size_t *n, vmlet_err_t *err)
-{
-    *uids = NULL;
-    *n = 0;
-    s_list_t l = {.net = self};
-    int ready = s_open_ns(self, false, err);
-    if (ready < 0 || (ready && links_foreach(self->sk_ns, s_list_link, &l, err) < 0)) {
-        net_list_free(l.uids, l.n);
-        return vmlet_err_wrap(err, "listing pods on the network");
-    }
-    char **owned;
-    size_t n_owned;
-    if (ipam_list_owned(self->ipam, &owned, &n_owned, err) < 0) {
-        net_list_free(l.uids, l.n);
-        return -1;
-    }
-    for (size_t i = 0; i < n_owned; i++)
-        s_list_add(&l, owned[i]);
-    net_list_free(owned, n_owned);
-    *uids = l.uids;
-    *n = l.n;
-    return 0;
-}
-
-void net_list_free(char **uids, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(uids[i]);
-    free(uids);
-}
+// --- teardown -----------------------------------------------------------------------
 
 int net_teardown(net_t *self, vmlet_err_t *err)
 {
@@ -611,7 +386,7 @@ int net_teardown(net_t *self, vmlet_err_t *err)
     char **uids = NULL;
     size_t n = 0;
     STEP(net_list(self, &uids, &n, &e));
-    int ready = s_open_ns(self, false, &e);
+    int ready = net_open_ns(self, false, &e);
     for (size_t i = 0; ready > 0 && i < n; i++)
         STEP(net_detach(self, uids[i], &e));
     for (size_t i = 0; ready <= 0 && i < n; i++)
@@ -637,7 +412,7 @@ int net_teardown(net_t *self, vmlet_err_t *err)
         }
         STEP(netns_delete(self->netns, &e));
     } else {
-        netfilter_where_t pods = s_where_pods(self);
+        netfilter_where_t pods = net_where_pods(self);
         STEP(netfilter_filter_remove(&pods, self->filter_table, &e));
         STEP(links_delete(self->sk_home, self->bridge, &e));
     }
@@ -654,8 +429,8 @@ int net_teardown(net_t *self, vmlet_err_t *err)
 
 int net_filter_drops(net_t *self, netfilter_drops_t *drops, vmlet_err_t *err)
 {
-    if (s_require_setup(self, err) < 0)
+    if (net_require_setup(self, err) < 0)
         return -1;
-    netfilter_where_t pods = s_where_pods(self);
+    netfilter_where_t pods = net_where_pods(self);
     return netfilter_filter_drops(&pods, self->filter_table, drops, err);
 }

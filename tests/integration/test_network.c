@@ -41,8 +41,8 @@
 static struct {
     ts_redis_t redis;
     char url[64];
-    int x;              // this run's pod CIDRs are 10.213.<x + seq>.0/24
-    char forward[8];    // net.ipv4.ip_forward before the run, restored after
+    int x;           // this run's pod CIDRs are 10.213.<x + seq>.0/24
+    char forward[8]; // net.ipv4.ip_forward before the run, restored after
     int seq;
 } R;
 
@@ -55,7 +55,8 @@ static int sh(const char *fmt, ...)
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
     char full[1100];
-    snprintf(full, sizeof full, "%s %s", cmd, getenv("VMLET_TEST_VERBOSE") ? "" : ">/dev/null 2>&1");
+    snprintf(full, sizeof full, "%s %s", cmd,
+             getenv("VMLET_TEST_VERBOSE") ? "" : ">/dev/null 2>&1");
     int st = system(full);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -318,15 +319,15 @@ static void s_standin(fx_t *f, net_t *n, const char *uid, standin_t *s)
     char tap[IFNAMSIZ];
     net_tap_name(uid, tap);
     assert_int_equal(sh("ip netns add %s", s->ns), 0);
-    assert_int_equal(sh("ip -n %s link add %s type veth peer name eth0 netns %s", f->netns, tap,
-                        s->ns), 0);
+    assert_int_equal(
+        sh("ip -n %s link add %s type veth peer name eth0 netns %s", f->netns, tap, s->ns), 0);
     s_attach(n, uid, &s->lease);
     assert_string_equal(s->lease.tap, tap);
     assert_int_equal(sh("ip -n %s link set lo up", s->ns), 0);
-    assert_int_equal(sh("ip -n %s link set eth0 address %s mtu %u up", s->ns, s->lease.mac,
-                        s->lease.mtu), 0);
-    assert_int_equal(sh("ip -n %s addr add %s/%d dev eth0", s->ns, s->lease.ip,
-                        s->lease.prefix_len), 0);
+    assert_int_equal(
+        sh("ip -n %s link set eth0 address %s mtu %u up", s->ns, s->lease.mac, s->lease.mtu), 0);
+    assert_int_equal(
+        sh("ip -n %s addr add %s/%d dev eth0", s->ns, s->lease.ip, s->lease.prefix_len), 0);
     assert_int_equal(sh("ip -n %s route add default via %s", s->ns, s->lease.gateway), 0);
 }
 
@@ -341,8 +342,8 @@ static int s_socket_in(const char *ns, int type, int proto, const char *ifname, 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     assert_true(home >= 0 && fd >= 0);
     assert_int_equal(setns(fd, CLONE_NEWNET), 0);
-    int s = socket(type == SOCK_RAW ? AF_PACKET : AF_INET, type | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                   proto);
+    int s =
+        socket(type == SOCK_RAW ? AF_PACKET : AF_INET, type | SOCK_CLOEXEC | SOCK_NONBLOCK, proto);
     if (ifname && ifindex)
         *ifindex = (int)if_nametoindex(ifname);
     int back = setns(home, CLONE_NEWNET);
@@ -870,7 +871,8 @@ static void test_a_vm_can_neither_send_nor_receive_as_another(void **state)
     // it (A holds B's address), gets nothing.
     int a_any = s_udp(a.ns, "0.0.0.0", 7000);
     assert_int_equal(sh("ip -n %s neigh replace %s lladdr %s dev %s nud permanent", f->netns,
-                        b.lease.ip, a.lease.mac, f->bridge), 0);
+                        b.lease.ip, a.lease.mac, f->bridge),
+                     0);
     drops_wait_t out_ip = s_drops_mark(f->net, s_out_ip);
     s_sendto(host, b.lease.ip, 7000, "for-b");
     assert_true(ts_poll(s_drops_grew, &out_ip, 5000));
@@ -921,16 +923,18 @@ static void s_outside(fx_t *f, char root_side[INET_ADDRSTRLEN], char far_side[IN
     snprintf(far_side, INET_ADDRSTRLEN, "198.51.100.%d", base + 2);
     snprintf(f->outside_ns, sizeof f->outside_ns, "vout-%d-%d", getpid(), f->seq);
     snprintf(f->outside_link, sizeof f->outside_link, "vo%d-%d", getpid(), f->seq);
-    assert_int_equal(sh("ip route add unreachable %s metric %d", f->outside_net,
-                        NET_FALLBACK_METRIC), 0);
+    assert_int_equal(
+        sh("ip route add unreachable %s metric %d", f->outside_net, NET_FALLBACK_METRIC), 0);
     assert_int_equal(sh("ip netns add %s", f->outside_ns), 0);
-    assert_int_equal(sh("ip link add %s type veth peer name eth0 netns %s", f->outside_link,
-                        f->outside_ns), 0);
-    assert_int_equal(sh("ip addr add %s/30 dev %s && ip link set %s up", root_side,
-                        f->outside_link, f->outside_link), 0);
+    assert_int_equal(
+        sh("ip link add %s type veth peer name eth0 netns %s", f->outside_link, f->outside_ns), 0);
+    assert_int_equal(sh("ip addr add %s/30 dev %s && ip link set %s up", root_side, f->outside_link,
+                        f->outside_link),
+                     0);
     assert_int_equal(sh("ip -n %s addr add %s/30 dev eth0 && ip -n %s link set eth0 up && "
-                        "ip -n %s link set lo up", f->outside_ns, far_side, f->outside_ns,
-                        f->outside_ns), 0);
+                        "ip -n %s link set lo up",
+                        f->outside_ns, far_side, f->outside_ns, f->outside_ns),
+                     0);
 }
 
 static void test_nat_masquerades_only_when_on(void **state)
@@ -1058,8 +1062,10 @@ static void test_bridge_without_namespace(void **state)
     s_attach(f->net, "pod-a", &a.lease);
     assert_string_equal(a.lease.netns_path, "");
     assert_int_equal(sh("ip -n %s link set eth0 address %s up && ip -n %s addr add %s/%d dev eth0 "
-                        "&& ip -n %s route add default via %s", a.ns, a.lease.mac, a.ns,
-                        a.lease.ip, a.lease.prefix_len, a.ns, a.lease.gateway), 0);
+                        "&& ip -n %s route add default via %s",
+                        a.ns, a.lease.mac, a.ns, a.lease.ip, a.lease.prefix_len, a.ns,
+                        a.lease.gateway),
+                     0);
     int lis = s_listen_in(a.ns, 8080);
     assert_int_equal(s_connect(a.lease.ip, 8080, 5000), 0);
     assert_int_equal(s_accepted(lis, NULL), 1);
@@ -1138,12 +1144,11 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_ipam_exhaustion_and_reserved_addresses, fx_setup,
                                         fx_teardown),
-        cmocka_unit_test_setup_teardown(
-            test_attach_makes_a_real_tap_and_the_host_reaches_a_pod, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_a_vm_can_neither_send_nor_receive_as_another,
+        cmocka_unit_test_setup_teardown(test_attach_makes_a_real_tap_and_the_host_reaches_a_pod,
                                         fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_nat_masquerades_only_when_on, fx_setup,
+        cmocka_unit_test_setup_teardown(test_a_vm_can_neither_send_nor_receive_as_another, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(test_nat_masquerades_only_when_on, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restarted_launcher_adopts_bridge_taps_and_leases,
                                         fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_bridge_without_namespace, fx_setup, fx_teardown),

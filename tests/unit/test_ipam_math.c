@@ -80,8 +80,7 @@ static void test_parse_errors_say_why(void **state)
         vmlet_err_t err = {0};
         assert_int_equal(ipam_cidr_parse(cases[i].text, &c, &err), -1);
         if (!strstr(err.msg, cases[i].says))
-            fail_msg("\"%s\": \"%s\" does not say \"%s\"", cases[i].text, err.msg,
-                     cases[i].says);
+            fail_msg("\"%s\": \"%s\" does not say \"%s\"", cases[i].text, err.msg, cases[i].says);
     }
     vmlet_err_t err = {0};
     ipam_cidr_t c;

@@ -81,7 +81,7 @@ int ipam_cidr_parse(const char *text, ipam_cidr_t *out, vmlet_err_t *err)
     char addr[INET_ADDRSTRLEN];
     memcpy(addr, text, (size_t)(slash - text));
     addr[slash - text] = '\0';
-    uint32_t a;
+    uint32_t a = 0;
     if (ipam_addr_parse(addr, &a, err) < 0)
         return vmlet_err_wrap(err, "CIDR \"%s\"", text);
     const char *p = slash + 1;
@@ -114,7 +114,7 @@ int ipam_cidr_set_gateway(ipam_cidr_t *cidr, const char *gateway, vmlet_err_t *e
         cidr->gateway = ipam_first(cidr);
         return 0;
     }
-    uint32_t g;
+    uint32_t g = 0;
     if (ipam_addr_parse(gateway, &g, err) < 0)
         return vmlet_err_wrap(err, "gateway");
     char c[IPAM_CIDR_STRLEN];

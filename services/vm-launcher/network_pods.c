@@ -74,7 +74,7 @@ int net_attach(net_t *self, const char *pod_uid, net_lease_t *out, vmlet_err_t *
 {
     if (net_require_setup(self, err) < 0)
         return -1;
-    uint32_t ip;
+    uint32_t ip = 0;
     bool fresh = false;
     if (ipam_acquire(self->ipam, pod_uid, &ip, &fresh, err) < 0)
         return -1;

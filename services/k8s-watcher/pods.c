@@ -1,6 +1,7 @@
 // Pods bound to the node into Redis and onto the bus (see pods.h).
 #include "pods.h"
 #include "image_requests.h"
+#include "launch_requests.h"
 #include "normalize.h"
 
 #include "vmlet/kube_api.h"
@@ -213,6 +214,8 @@ static void s_sync(pods_t *self, pod_entry_t *e)
             s_publish(self, e, false, 0);
         }
     }
+    if (!spec->has_deletion_unix_ms && launch_needed(self->store, e->uid))
+        launch_request_send(self->client, spec, e->hash, self->log);
     if (spec->has_deletion_unix_ms && !e->deleting) {
         e->deleting = true;
         s_publish(self, e, true, spec->deletion_grace_period_seconds);
@@ -335,5 +338,7 @@ void pods_retry(pods_t *self)
             s_sync(self, e);
         else if (e->images_pending)
             s_request_images(self, e, false);
+        if (e->spec && !e->deleting && !(e->retry && e->last) && launch_needed(self->store, e->uid))
+            launch_request_send(self->client, e->spec, e->hash, self->log);
     }
 }

@@ -144,3 +144,59 @@ Vmlet__ContainerStatus *ctr_status(const ctr_t *c, const char *image, const char
     }
     return st;
 }
+
+Vmlet__ContainerRecord *ctr_to_record(const ctr_t *c, const char *image, const char *image_id,
+                                      const char *vm_id)
+{
+    Vmlet__ContainerRecord *r = PB_NEW(Vmlet__ContainerRecord, VMLET__CONTAINER_RECORD__INIT);
+    r->status = ctr_status(c, image, image_id, vm_id);
+    PB_SET(r, init, c->init);
+    PB_SET(r, ever_started, c->ever_started);
+    PB_SET(r, backoff_ms, c->backoff_ms);
+    PB_SET(r, backoff_updated_unix_ms, c->backoff_updated_unix_ms);
+    PB_SET(r, restart_at_unix_ms, c->restart_at_unix_ms);
+    PB_SET(r, done, c->done);
+    return r;
+}
+
+static void s_exit_from(ctr_exit_t *e, const Vmlet__ContainerStateTerminated *t)
+{
+    memset(e, 0, sizeof *e);
+    e->exit_code = t->exit_code;
+    e->signal = t->signal;
+    snprintf(e->reason, sizeof e->reason, "%s", t->reason ? t->reason : "");
+    snprintf(e->message, sizeof e->message, "%s", t->message ? t->message : "");
+    e->started_unix_ms = t->started_unix_ms;
+    e->finished_unix_ms = t->finished_unix_ms;
+}
+
+void ctr_from_record(ctr_t *c, const Vmlet__ContainerRecord *r)
+{
+    const Vmlet__ContainerStatus *st = r->status;
+    ctr_init(c, st && st->name ? st->name : "", r->init);
+    c->ever_started = r->ever_started;
+    c->backoff_ms = r->backoff_ms;
+    c->backoff_updated_unix_ms = r->backoff_updated_unix_ms;
+    c->restart_at_unix_ms = r->restart_at_unix_ms;
+    c->done = r->done;
+    if (!st)
+        return;
+    c->instance = (unsigned)st->restart_count;
+    if (st->last_state && st->last_state->terminated) {
+        s_exit_from(&c->last, st->last_state->terminated);
+        c->has_last = true;
+    }
+    const Vmlet__ContainerState *s = st->state;
+    if (s && s->state_case == VMLET__CONTAINER_STATE__STATE_RUNNING) {
+        c->phase = CTR_RUNNING;
+        c->started_unix_ms = s->running->started_unix_ms;
+    } else if (s && s->state_case == VMLET__CONTAINER_STATE__STATE_TERMINATED) {
+        c->phase = CTR_TERMINATED;
+        s_exit_from(&c->exit, s->terminated);
+        c->has_exit = true;
+    } else if (s && s->state_case == VMLET__CONTAINER_STATE__STATE_WAITING) {
+        snprintf(c->reason, sizeof c->reason, "%s", s->waiting->reason ? s->waiting->reason : "");
+        snprintf(c->message, sizeof c->message, "%s",
+                 s->waiting->message ? s->waiting->message : "");
+    }
+}

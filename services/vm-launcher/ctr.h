@@ -47,6 +47,7 @@ typedef struct {
     int64_t backoff_ms;
     int64_t backoff_updated_unix_ms;
     int64_t restart_at_unix_ms;
+    bool done; // finished and will not run again (restartPolicy said so)
 } ctr_t;
 
 void ctr_init(ctr_t *c, const char *name, bool init);
@@ -79,5 +80,11 @@ int64_t ctr_schedule_restart(ctr_t *c, const ctr_backoff_settings_t *settings,
 // every run as a CRI runtime gives a new container.
 Vmlet__ContainerStatus *ctr_status(const ctr_t *c, const char *image, const char *image_id,
                                    const char *vm_id);
+
+// To and from what a VmRecord keeps (free with
+// vmlet__container_record__free_unpacked(r, NULL)).
+Vmlet__ContainerRecord *ctr_to_record(const ctr_t *c, const char *image, const char *image_id,
+                                      const char *vm_id);
+void ctr_from_record(ctr_t *c, const Vmlet__ContainerRecord *r);
 
 #endif

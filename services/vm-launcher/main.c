@@ -4,7 +4,18 @@
 
 static const vmlet_body_case_t subscriptions[] = {
     VMLET__ENVELOPE__BODY_POD_DESIRED, VMLET__ENVELOPE__BODY_POD_DELETED,
-    VMLET__ENVELOPE__BODY_IMAGE_READY, VMLET__ENVELOPE__BODY_IMAGE_FAILED};
+    VMLET__ENVELOPE__BODY_IMAGE_READY, VMLET__ENVELOPE__BODY_EXEC_REQUEST};
+
+static const vmlet_route_t routes[] = {
+    {VMLET__ENVELOPE__BODY_LAUNCH_REQUEST, launcher_on_launch},
+    {VMLET__ENVELOPE__BODY_STOP_REQUEST, launcher_on_stop},
+    {VMLET__ENVELOPE__BODY_RESTART_REQUEST, launcher_on_restart},
+    {VMLET__ENVELOPE__BODY_POD_DESIRED, launcher_on_pod_desired},
+    {VMLET__ENVELOPE__BODY_POD_DELETED, launcher_on_pod_deleted},
+    {VMLET__ENVELOPE__BODY_IMAGE_READY, launcher_on_image},
+    {VMLET__ENVELOPE__BODY_EXEC_REQUEST, launcher_on_exec},
+    VMLET_ROUTES_END,
+};
 
 int main(int argc, char *argv[])
 {
@@ -19,6 +30,7 @@ int main(int argc, char *argv[])
         .n_subscribe = sizeof subscriptions / sizeof subscriptions[0],
         .work_queue = VMLET_QUEUE_VM_LAUNCHER,
         .work_capacity = 8,
+        .routes = routes,
         .options = launcher_options,
         .settings = &settings,
         .start = launcher_start,

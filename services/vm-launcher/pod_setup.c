@@ -1,0 +1,456 @@
+// What the guest is told (see launcher_internal.h): the PodSetup that
+// makes the pod inside its VM (identity, network, DNS, /etc/hosts,
+// volumes, each container's root), and the StartContainer for each run of
+// a container, resolved at that moment (container_run.h).
+#include "launcher_internal.h"
+
+#include "volumes.h"
+
+#include "vmlet/kube_api.h"
+#include "vmlet/pb.h"
+#include "vmlet/timeutil.h"
+#include "vmlet/xalloc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_NAMESERVERS 3 // what glibc reads, and what the kubelet allows
+#define MAX_SEARCHES 6
+
+// --- fetching from the API server ----------------------------------------------------
+
+static int s_no_api(vmlet_err_t *err)
+{
+    return vmlet_err_set(err, "vm-launcher has no API server to ask (set --kubeconfig)");
+}
+
+static int s_fetch_object(void *ctx, const char *kind, const char *ns, const char *name,
+                          object_data_t *out, vmlet_err_t *err)
+{
+    launcher_t *l = ctx;
+    if (!l->kube)
+        return s_no_api(err);
+    return kube_objects_get(l->kube, kind, ns, name, out, err);
+}
+
+// The same for volumes, whose callbacks get the pod.
+static int s_fetch_pod_object(void *ctx, const char *kind, const char *ns, const char *name,
+                              object_data_t *out, vmlet_err_t *err)
+{
+    return s_fetch_object(((pod_vm_t *)ctx)->l, kind, ns, name, out, err);
+}
+
+int pod_setup_fetch_secret(void *ctx, const char *ns, const char *name, cJSON **data,
+                           vmlet_err_t *err)
+{
+    object_data_t obj;
+    int rc = s_fetch_object(ctx, "secrets", ns, name, &obj, err);
+    if (rc != 0)
+        return rc;
+    *data = object_data_to_json(&obj);
+    object_data_clear(&obj);
+    return 0;
+}
+
+// A bound service account token (TokenRequest), for projected volumes.
+static int s_fetch_token(void *ctx, const char *ns, const char *sa, const char *audience,
+                         int64_t expiration, char **token, vmlet_err_t *err)
+{
+    pod_vm_t *pod = ctx;
+    launcher_t *l = pod->l;
+    if (!l->kube)
+        return s_no_api(err);
+    cJSON *req = cJSON_CreateObject(), *spec = cJSON_AddObjectToObject(req, "spec");
+    cJSON_AddStringToObject(req, "apiVersion", "authentication.k8s.io/v1");
+    cJSON_AddStringToObject(req, "kind", "TokenRequest");
+    cJSON *auds = cJSON_AddArrayToObject(spec, "audiences");
+    if (audience && *audience)
+        cJSON_AddItemToArray(auds, cJSON_CreateString(audience));
+    cJSON_AddNumberToObject(spec, "expirationSeconds", (double)expiration);
+    cJSON *bound = cJSON_AddObjectToObject(spec, "boundObjectRef");
+    cJSON_AddStringToObject(bound, "kind", "Pod");
+    cJSON_AddStringToObject(bound, "apiVersion", "v1");
+    cJSON_AddStringToObject(bound, "name", pod->spec->pod->name);
+    cJSON_AddStringToObject(bound, "uid", pod->uid);
+    char path[600];
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/serviceaccounts/%s/token", ns, sa);
+    cJSON *out = NULL;
+    int rc = vmlet_kube_call(l->kube, "POST", path, "application/json", req, NULL, &out, err);
+    cJSON_Delete(req);
+    const char *t = rc == 0 ? vmlet_json_str(out, "status", "token") : NULL;
+    if (t)
+        *token = vmlet_xstrdup(t);
+    cJSON_Delete(out);
+    if (!t)
+        return rc == 0 ? vmlet_err_set(err, "TokenRequest: no token in the answer") : -1;
+    return 0;
+}
+
+// --- identity, DNS and hosts ---------------------------------------------------------------
+
+static void s_hostname(const pod_vm_t *self, char *out, size_t cap)
+{
+    const Vmlet__PodSpec *spec = self->spec;
+    const char *name = spec->hostname && *spec->hostname ? spec->hostname : spec->pod->name;
+    snprintf(out, cap, "%.63s", name); // a hostname label is at most 63 characters
+}
+
+typedef struct {
+    char *servers[MAX_NAMESERVERS];
+    size_t n_servers;
+    char *searches[32];
+    size_t n_searches;
+    char *options[32];
+    size_t n_options;
+} dns_t;
+
+static void s_add(char **list, size_t *n, size_t max, const char *item)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(list[i], item) == 0)
+            return;
+    if (*n < max)
+        list[(*n)++] = vmlet_xstrdup(item);
+}
+
+// An option "ndots:5" replaces an earlier one of the same name.
+static void s_add_option(dns_t *d, const char *option)
+{
+    size_t name_len = strcspn(option, ":");
+    for (size_t i = 0; i < d->n_options; i++)
+        if (strncmp(d->options[i], option, name_len) == 0 && strcspn(d->options[i], ":") == name_len) {
+            free(d->options[i]);
+            d->options[i] = vmlet_xstrdup(option);
+            return;
+        }
+    s_add(d->options, &d->n_options, 32, option);
+}
+
+static void s_read_host_resolv(const char *path, dns_t *d)
+{
+    FILE *f = path && *path ? fopen(path, "r") : NULL;
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) {
+        char *save = NULL, *word = strtok_r(line, " \t\r\n", &save);
+        if (!word || *word == '#' || *word == ';')
+            continue;
+        bool server = strcmp(word, "nameserver") == 0;
+        bool search = strcmp(word, "search") == 0 || strcmp(word, "domain") == 0;
+        bool options = strcmp(word, "options") == 0;
+        for (char *w = strtok_r(NULL, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
+            if (server)
+                s_add(d->servers, &d->n_servers, MAX_NAMESERVERS, w);
+            else if (search)
+                s_add(d->searches, &d->n_searches, 32, w);
+            else if (options)
+                s_add_option(d, w);
+        }
+    }
+    if (f)
+        fclose(f);
+}
+
+// The pod's /etc/resolv.conf by its dnsPolicy, as the kubelet writes it.
+static char *s_resolv_conf(const pod_vm_t *self)
+{
+    const launcher_settings_t *s = self->l->settings;
+    const Vmlet__PodSpec *spec = self->spec;
+    const char *policy = spec->dns_policy && *spec->dns_policy ? spec->dns_policy : "ClusterFirst";
+    dns_t d = {0};
+    bool cluster = (strcmp(policy, "ClusterFirst") == 0 ||
+                    strcmp(policy, "ClusterFirstWithHostNet") == 0) &&
+                   s->cluster_dns && *s->cluster_dns;
+    if (cluster) {
+        char *list = vmlet_xstrdup(s->cluster_dns), *save = NULL;
+        for (char *ip = strtok_r(list, ", ", &save); ip; ip = strtok_r(NULL, ", ", &save))
+            s_add(d.servers, &d.n_servers, MAX_NAMESERVERS, ip);
+        free(list);
+        char search[300];
+        snprintf(search, sizeof search, "%s.svc.%s", spec->pod->namespace_, s->cluster_domain);
+        s_add(d.searches, &d.n_searches, 32, search);
+        snprintf(search, sizeof search, "svc.%s", s->cluster_domain);
+        s_add(d.searches, &d.n_searches, 32, search);
+        s_add(d.searches, &d.n_searches, 32, s->cluster_domain);
+        dns_t host = {0};
+        s_read_host_resolv(s->resolv_conf, &host); // the host's search domains follow
+        for (size_t i = 0; i < host.n_searches; i++)
+            s_add(d.searches, &d.n_searches, 32, host.searches[i]);
+        for (size_t i = 0; i < host.n_servers; i++)
+            free(host.servers[i]);
+        for (size_t i = 0; i < host.n_searches; i++)
+            free(host.searches[i]);
+        for (size_t i = 0; i < host.n_options; i++)
+            free(host.options[i]);
+        s_add_option(&d, "ndots:5");
+    } else if (strcmp(policy, "None") != 0) {
+        // Default, or ClusterFirst without cluster DNS (the kubelet falls
+        // back the same way): the host's resolver settings.
+        s_read_host_resolv(s->resolv_conf, &d);
+    }
+    const Vmlet__DnsConfig *cfg = spec->dns_config;
+    for (size_t i = 0; cfg && i < cfg->n_nameservers; i++)
+        s_add(d.servers, &d.n_servers, MAX_NAMESERVERS, cfg->nameservers[i]);
+    for (size_t i = 0; cfg && i < cfg->n_searches; i++)
+        s_add(d.searches, &d.n_searches, 32, cfg->searches[i]);
+    for (size_t i = 0; cfg && i < cfg->n_options; i++) {
+        char opt[300];
+        const Vmlet__DnsOption *o = cfg->options[i];
+        snprintf(opt, sizeof opt, "%s%s%s", o->name, o->value ? ":" : "", o->value ? o->value : "");
+        s_add_option(&d, opt);
+    }
+    size_t cap = 64;
+    for (size_t i = 0; i < d.n_servers; i++)
+        cap += strlen(d.servers[i]) + 12;
+    for (size_t i = 0; i < d.n_searches; i++)
+        cap += strlen(d.searches[i]) + 1;
+    for (size_t i = 0; i < d.n_options; i++)
+        cap += strlen(d.options[i]) + 1;
+    char *out = vmlet_xmalloc(cap), *p = out;
+    *p = '\0';
+    for (size_t i = 0; i < d.n_servers; i++) {
+        p += sprintf(p, "nameserver %s\n", d.servers[i]);
+        free(d.servers[i]);
+    }
+    for (size_t i = 0; i < d.n_searches; i++) {
+        if (i < MAX_SEARCHES)
+            p += sprintf(p, "%s%s", i ? " " : "search ", d.searches[i]);
+        free(d.searches[i]);
+    }
+    if (d.n_searches)
+        p += sprintf(p, "\n");
+    for (size_t i = 0; i < d.n_options; i++) {
+        p += sprintf(p, "%s%s", i ? " " : "options ", d.options[i]);
+        free(d.options[i]);
+    }
+    if (d.n_options)
+        sprintf(p, "\n");
+    return out;
+}
+
+// The kubelet's managed /etc/hosts.
+static char *s_hosts(const pod_vm_t *self, const char *hostname)
+{
+    const Vmlet__PodSpec *spec = self->spec;
+    size_t cap = 1024 + strlen(hostname) * 2;
+    for (size_t i = 0; i < spec->n_host_aliases; i++) {
+        cap += 64;
+        for (size_t h = 0; h < spec->host_aliases[i]->n_hostnames; h++)
+            cap += strlen(spec->host_aliases[i]->hostnames[h]) + 1;
+    }
+    if (spec->subdomain)
+        cap += strlen(spec->subdomain) + strlen(spec->pod->namespace_) +
+               strlen(self->l->settings->cluster_domain) + 16;
+    char *out = vmlet_xmalloc(cap), *p = out;
+    p += sprintf(p, "# Kubernetes-managed hosts file.\n"
+                    "127.0.0.1\tlocalhost\n"
+                    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+                    "fe00::0\tip6-localnet\n"
+                    "fe00::0\tip6-mcastprefix\n"
+                    "fe00::1\tip6-allnodes\n"
+                    "fe00::2\tip6-allrouters\n");
+    if (spec->subdomain && *spec->subdomain)
+        p += sprintf(p, "%s\t%s.%s.%s.svc.%s\t%s\n", self->lease.ip, hostname, spec->subdomain,
+                     spec->pod->namespace_, self->l->settings->cluster_domain, hostname);
+    else
+        p += sprintf(p, "%s\t%s\n", self->lease.ip, hostname);
+    if (spec->n_host_aliases)
+        p += sprintf(p, "\n# Entries added by HostAliases.\n");
+    for (size_t i = 0; i < spec->n_host_aliases; i++) {
+        const Vmlet__HostAlias *a = spec->host_aliases[i];
+        p += sprintf(p, "%s\t", a->ip);
+        for (size_t h = 0; h < a->n_hostnames; h++)
+            p += sprintf(p, "%s%s", h ? "\t" : "", a->hostnames[h]);
+        p += sprintf(p, "\n");
+    }
+    return out;
+}
+
+// --- PodSetup ------------------------------------------------------------------------
+
+static void s_inputs(pod_vm_t *self, const Vmlet__Container *c, size_t i, const char *hostname,
+                     run_inputs_t *out)
+{
+    *out = (run_inputs_t){
+        .pod = self->spec,
+        .container = c,
+        .image = self->images[i].config,
+        .pod_ip = self->lease.ip,
+        .host_ip = self->l->host_ip,
+        .hostname = hostname,
+        .vm_cpu_millis = self->size.cpu_millis_limit,
+        .vm_memory_bytes = self->size.memory_bytes_limit,
+        .fetch_secret = pod_setup_fetch_secret,
+        .fetch_ctx = self->l,
+    };
+}
+
+static const Vmlet__Container *s_container(const pod_vm_t *self, size_t i)
+{
+    return i < self->n_init ? self->spec->init_containers[i]
+                            : self->spec->containers[i - self->n_init];
+}
+
+static Vmlet__GuestContainer *s_guest_container(const pod_vm_t *self, size_t i)
+{
+    const Vmlet__Container *c = s_container(self, i);
+    Vmlet__GuestContainer *g = PB_NEW(Vmlet__GuestContainer, VMLET__GUEST_CONTAINER__INIT);
+    g->name = vmlet_xstrdup(c->name);
+    g->image_disk = vmlet_xstrdup(self->images[i].serial);
+    PB_SET(g, init, i < self->n_init);
+    PB_SET(g, tty, c->tty);
+    PB_SET(g, stdin, c->stdin);
+    g->termination_message_path = vmlet_xstrdup(
+        c->termination_message_path && *c->termination_message_path ? c->termination_message_path
+                                                                     : "/dev/termination-log");
+    g->mounts = vmlet_xcalloc(c->n_volume_mounts + 1, sizeof *g->mounts);
+    for (size_t m = 0; m < c->n_volume_mounts; m++) {
+        const Vmlet__VolumeMount *vm = c->volume_mounts[m];
+        Vmlet__GuestMount *gm = PB_NEW(Vmlet__GuestMount, VMLET__GUEST_MOUNT__INIT);
+        gm->volume = vmlet_xstrdup(vm->name);
+        gm->path = vmlet_xstrdup(vm->mount_path);
+        PB_SET(gm, read_only, vm->read_only);
+        if (vm->sub_path && *vm->sub_path)
+            gm->sub_path = vmlet_xstrdup(vm->sub_path);
+        g->mounts[g->n_mounts++] = gm;
+    }
+    return g;
+}
+
+// Every container waits with why the pod cannot be set up yet.
+static int s_wait_all(pod_vm_t *self, const run_problem_t *problem)
+{
+    for (size_t i = 0; i < self->n_ctrs; i++)
+        if (self->ctrs[i].phase == CTR_WAITING)
+            ctr_wait(&self->ctrs[i], problem->reason, problem->message);
+    pod_record_changed(self);
+    return 1;
+}
+
+int pod_setup_send(pod_vm_t *self)
+{
+    launcher_t *l = self->l;
+    char hostname[64];
+    s_hostname(self, hostname, sizeof hostname);
+    run_inputs_t run;
+    s_inputs(self, s_container(self, self->n_init), self->n_init, hostname, &run);
+    volume_inputs_t vin = {.run = &run, .fetch = s_fetch_pod_object, .token = s_fetch_token,
+                           .ctx = self};
+    Vmlet__GuestVolume **volumes = NULL;
+    size_t n_volumes = 0;
+    run_problem_t problem;
+    vmlet_err_t err = {0};
+    int rc = volumes_build(&vin, &volumes, &n_volumes, &problem, &err);
+    self->next_setup_ms = vmlet_now_ms() + 5000; // a problem is looked at again then
+    if (rc < 0 && problem.reason[0])
+        return s_wait_all(self, &problem);
+    if (rc < 0) {
+        vmlet_log_warn(l->log, VMLET_KV({"pod", self->desc}), "volumes: %s", err.msg);
+        return -1;
+    }
+    Vmlet__PodSetup setup = VMLET__POD_SETUP__INIT;
+    char ip_cidr[64];
+    snprintf(ip_cidr, sizeof ip_cidr, "%s/%d", self->lease.ip, self->lease.prefix_len);
+    setup.pod_uid = self->uid;
+    setup.hostname = hostname;
+    setup.ip_cidr = ip_cidr;
+    setup.gateway = self->lease.gateway;
+    PB_SET(&setup, mtu, (int32_t)self->lease.mtu);
+    setup.mac = self->lease.mac;
+    setup.resolv_conf = s_resolv_conf(self);
+    setup.hosts = s_hosts(self, hostname);
+    PB_SET(&setup, unix_time_ns, vmlet_unix_ns());
+    uint8_t seed[32];
+    vmlet_random_bytes(seed, sizeof seed);
+    setup.has_random_seed = 1;
+    setup.random_seed = (ProtobufCBinaryData){sizeof seed, seed};
+    setup.volumes = volumes;
+    setup.n_volumes = n_volumes;
+    setup.containers = vmlet_xcalloc(self->n_ctrs + 1, sizeof *setup.containers);
+    for (size_t i = 0; i < self->n_ctrs; i++)
+        setup.containers[setup.n_containers++] = s_guest_container(self, i);
+    setup.scratch_disk = "scratch";
+    // The disks in the order the VM has them: scratch, then each image once.
+    setup.disk_serials = vmlet_xcalloc(self->n_ctrs + 2, sizeof *setup.disk_serials);
+    setup.disk_serials[setup.n_disk_serials++] = "scratch";
+    for (size_t i = 0; i < self->n_ctrs; i++) {
+        bool seen = false;
+        for (size_t d = 0; d < setup.n_disk_serials; d++)
+            seen = seen || strcmp(setup.disk_serials[d], self->images[i].serial) == 0;
+        if (!seen)
+            setup.disk_serials[setup.n_disk_serials++] = self->images[i].serial;
+    }
+    const Vmlet__PodSecurityContext *psc = self->spec->security_context;
+    char **sysctls = vmlet_xcalloc((psc ? psc->n_sysctls : 0) + 1, sizeof *sysctls);
+    for (size_t i = 0; psc && i < psc->n_sysctls; i++) {
+        size_t len = strlen(psc->sysctls[i]->name) + strlen(psc->sysctls[i]->value) + 2;
+        sysctls[i] = vmlet_xmalloc(len);
+        snprintf(sysctls[i], len, "%s=%s", psc->sysctls[i]->name, psc->sysctls[i]->value);
+        setup.n_sysctls++;
+    }
+    setup.sysctls = sysctls;
+    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
+    msg.body_case = VMLET__GUEST_MESSAGE__BODY_SETUP;
+    msg.setup = &setup;
+    bool sent = pod_agent_send(self, &msg);
+    explicit_bzero(seed, sizeof seed);
+    free(setup.resolv_conf);
+    free(setup.hosts);
+    for (size_t i = 0; i < setup.n_containers; i++)
+        vmlet__guest_container__free_unpacked(setup.containers[i], NULL);
+    free(setup.containers);
+    free(setup.disk_serials);
+    for (size_t i = 0; i < setup.n_sysctls; i++)
+        free(sysctls[i]);
+    free(sysctls);
+    volumes_free(volumes, n_volumes);
+    if (!sent)
+        return -1;
+    self->setup_sent = true;
+    for (size_t i = 0; i < self->n_ctrs; i++) // a retried setup clears what it said
+        if (self->ctrs[i].phase == CTR_WAITING &&
+            (strcmp(self->ctrs[i].reason, "ContainerCreating") == 0 ||
+             strcmp(self->ctrs[i].reason, "CreateContainerError") == 0))
+            ctr_wait(&self->ctrs[i], i >= self->n_init && self->n_init ? "PodInitializing"
+                                                                        : "ContainerCreating",
+                     NULL);
+    return 0;
+}
+
+// --- StartContainer ---------------------------------------------------------------------
+
+int pod_setup_start_container(pod_vm_t *self, size_t i)
+{
+    ctr_t *c = &self->ctrs[i];
+    char hostname[64];
+    s_hostname(self, hostname, sizeof hostname);
+    run_inputs_t in;
+    s_inputs(self, s_container(self, i), i, hostname, &in);
+    // Each run after the first is a new instance with a fresh writable root.
+    in.instance = c->has_exit ? c->instance + 1 : c->instance;
+    in.fresh_root = in.instance > 0;
+    run_problem_t problem;
+    vmlet_err_t err = {0};
+    Vmlet__StartContainer *start = container_run_build(&in, &problem, &err);
+    if (!start) {
+        if (problem.reason[0]) {
+            if (strcmp(c->reason, problem.reason) != 0 || strcmp(c->message, problem.message) != 0) {
+                ctr_wait(c, problem.reason, problem.message);
+                pod_record_changed(self);
+            }
+        } else {
+            vmlet_log_warn(self->l->log, VMLET_KV({"pod", self->desc}, {"container", c->name}),
+                           "%s", err.msg);
+        }
+        return 1;
+    }
+    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
+    msg.body_case = VMLET__GUEST_MESSAGE__BODY_START;
+    msg.start = start;
+    bool sent = pod_agent_send(self, &msg);
+    // The environment may hold secret values: nothing of it stays here.
+    for (size_t e = 0; e < start->n_env; e++)
+        explicit_bzero(start->env[e], strlen(start->env[e]));
+    vmlet__start_container__free_unpacked(start, NULL);
+    return sent ? 0 : -1;
+}

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,11 +27,13 @@ static int s_left(int64_t deadline)
 }
 
 // In a child after fork: say why we fail on the report pipe, then exit.
+// No stdio here: the launcher has threads (ZeroMQ), so only plain calls
+// are safe between fork and exec.
 static void s_child_fail(int report, const char *what)
 {
-    char msg[256];
-    int n = snprintf(msg, sizeof msg, "%s: %s", what, strerror(errno));
-    ssize_t rc = write(report, msg, (size_t)n);
+    const char *why = strerror(errno);
+    struct iovec parts[] = {{(void *)what, strlen(what)}, {": ", 2}, {(void *)why, strlen(why)}};
+    ssize_t rc = writev(report, parts, 3);
     (void)rc;
     _exit(127);
 }
@@ -109,6 +112,12 @@ static int s_wait_child(pid_t pid, int64_t deadline, int *status)
         pid_t got = waitpid(pid, status, WNOHANG);
         if (got == pid)
             return 0;
+        if (got < 0 && errno == ECHILD) {
+            // SIGCHLD ignored by the caller: the child was reaped for us and
+            // its status is lost; what it left behind (a pid file) decides.
+            *status = 0;
+            return 0;
+        }
         if (got < 0 && errno != EINTR)
             return -1;
         if (s_left(deadline) == 0) {

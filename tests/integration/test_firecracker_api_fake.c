@@ -874,7 +874,7 @@ static void test_contract_rejects_bad_requests(void **state)
     assert_true(fc_api_put(api, "/machine-config", NULL, &err) < 0);
     assert_non_null(strstr(err.msg, sock));
     fc_api_destroy(&api);
-    s_take_log();
+    cJSON_Delete(s_take_log());
     vmm_destroy(&vmm);
 }
 

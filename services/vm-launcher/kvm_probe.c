@@ -35,6 +35,7 @@
 #define PROBE_LOOPS 20000000ULL
 #endif
 
+// clang-format off
 static const uint8_t s_guest_code[] = {
     0x48, 0xb9, 0, 0, 0, 0, 0, 0, 0, 0, // mov rcx, PROBE_LOOPS (patched in)
     0x48, 0xff, 0xc9,                   // 1: dec rcx
@@ -43,6 +44,7 @@ static const uint8_t s_guest_code[] = {
     0xe6, PROBE_PORT,                   // out 0x10, al
     0xf4,                               // hlt
 };
+// clang-format on
 
 // Child side: writes "ok <text>" or "no <text>" to fd.
 static int s_say(int fd, bool ok, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -62,15 +64,24 @@ static int s_say(int fd, bool ok, const char *fmt, ...)
 static const char *s_exit_name(uint32_t reason)
 {
     switch (reason) {
-    case KVM_EXIT_UNKNOWN: return "UNKNOWN";
-    case KVM_EXIT_EXCEPTION: return "EXCEPTION";
-    case KVM_EXIT_IO: return "IO";
-    case KVM_EXIT_HLT: return "HLT";
-    case KVM_EXIT_MMIO: return "MMIO";
-    case KVM_EXIT_SHUTDOWN: return "SHUTDOWN";
-    case KVM_EXIT_FAIL_ENTRY: return "FAIL_ENTRY";
-    case KVM_EXIT_INTERNAL_ERROR: return "INTERNAL_ERROR";
-    default: return "other";
+    case KVM_EXIT_UNKNOWN:
+        return "UNKNOWN";
+    case KVM_EXIT_EXCEPTION:
+        return "EXCEPTION";
+    case KVM_EXIT_IO:
+        return "IO";
+    case KVM_EXIT_HLT:
+        return "HLT";
+    case KVM_EXIT_MMIO:
+        return "MMIO";
+    case KVM_EXIT_SHUTDOWN:
+        return "SHUTDOWN";
+    case KVM_EXIT_FAIL_ENTRY:
+        return "FAIL_ENTRY";
+    case KVM_EXIT_INTERNAL_ERROR:
+        return "INTERNAL_ERROR";
+    default:
+        return "other";
     }
 }
 
@@ -87,8 +98,7 @@ static int s_probe(const char *dev, int out)
     int vm = ioctl(kvm, KVM_CREATE_VM, 0);
     if (vm < 0)
         return s_say(out, false, "KVM_CREATE_VM: %s", strerror(errno));
-    uint8_t *mem =
-        mmap(NULL, GUEST_MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    uint8_t *mem = mmap(NULL, GUEST_MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
         return s_say(out, false, "mmap guest memory: %s", strerror(errno));
     memcpy(mem + CODE_ADDR, s_guest_code, sizeof s_guest_code);
@@ -101,9 +111,10 @@ static int s_probe(const char *dev, int out)
     memcpy(mem + PDPT_ADDR, &entry, sizeof entry);
     entry = 0x83; // present, writable, 2 MiB page at 0
     memcpy(mem + PD_ADDR, &entry, sizeof entry);
-    struct kvm_userspace_memory_region region = {
-        .slot = 0, .guest_phys_addr = 0, .memory_size = GUEST_MEM,
-        .userspace_addr = (uint64_t)(uintptr_t)mem};
+    struct kvm_userspace_memory_region region = {.slot = 0,
+                                                 .guest_phys_addr = 0,
+                                                 .memory_size = GUEST_MEM,
+                                                 .userspace_addr = (uint64_t)(uintptr_t)mem};
     if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
         return s_say(out, false, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
     int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
@@ -120,11 +131,17 @@ static int s_probe(const char *dev, int out)
         return s_say(out, false, "KVM_GET_SREGS: %s", strerror(errno));
     // Long mode straight away: paging on, PAE, EFER.LME|LMA, a 64-bit code segment.
     sregs.cr3 = PML4_ADDR;
-    sregs.cr4 = 1u << 5;            // PAE
-    sregs.cr0 = 0x80050033;         // PG, AM, WP, NE, ET, MP, PE
+    sregs.cr4 = 1u << 5;                 // PAE
+    sregs.cr0 = 0x80050033;              // PG, AM, WP, NE, ET, MP, PE
     sregs.efer = (1u << 8) | (1u << 10); // LME, LMA
-    struct kvm_segment seg = {.base = 0, .limit = 0xffffffff, .selector = 8, .present = 1,
-                              .type = 11, .s = 1, .l = 1, .g = 1};
+    struct kvm_segment seg = {.base = 0,
+                              .limit = 0xffffffff,
+                              .selector = 8,
+                              .present = 1,
+                              .type = 11,
+                              .s = 1,
+                              .l = 1,
+                              .g = 1};
     sregs.cs = seg;
     seg.type = 3;
     seg.selector = 16;
@@ -152,7 +169,8 @@ static int s_probe(const char *dev, int out)
     if (run->exit_reason != KVM_EXIT_HLT)
         return s_say(out, false, "second KVM_RUN exited with %s (%u), want HLT",
                      s_exit_name(run->exit_reason), run->exit_reason);
-    return s_say(out, true, "KVM_RUN ran a 64-bit test guest (%llu-iteration loop) to its hlt in %lld ms",
+    return s_say(out, true,
+                 "KVM_RUN ran a 64-bit test guest (%llu-iteration loop) to its hlt in %lld ms",
                  (unsigned long long)PROBE_LOOPS, (long long)(vmlet_now_ms() - t0));
 }
 
@@ -217,11 +235,12 @@ void kvm_probe_run(const char *dev, int timeout_ms, kvm_probe_t *out)
     }
     buf[n] = '\0';
     if (timed_out && n == 0) {
-        snprintf(out->reason, sizeof out->reason,
-                 "%s: KVM_RUN did not finish a 64-bit test guest's %lluM-iteration loop within %d ms "
-                 "(real hardware virtualisation takes a few ms; this KVM is too slow or hangs, "
-                 "e.g. nested without acceleration)",
-                 dev, (unsigned long long)(PROBE_LOOPS / 1000000), timeout_ms);
+        snprintf(
+            out->reason, sizeof out->reason,
+            "%s: KVM_RUN did not finish a 64-bit test guest's %lluM-iteration loop within %d ms "
+            "(real hardware virtualisation takes a few ms; this KVM is too slow or hangs, "
+            "e.g. nested without acceleration)",
+            dev, (unsigned long long)(PROBE_LOOPS / 1000000), timeout_ms);
     } else if (n < 3) {
         snprintf(out->reason, sizeof out->reason, "%s: the probe process died without a verdict",
                  dev);

@@ -47,8 +47,8 @@ vmm_t *vmm_new(const vmm_settings_t *settings, vmlet_err_t *err)
     self->settings.backend = ops->name;
     self->settings.qemu_binary =
         vmlet_xstrdup(settings->qemu_binary ? settings->qemu_binary : "qemu-system-x86_64");
-    self->settings.firecracker_binary = vmlet_xstrdup(
-        settings->firecracker_binary ? settings->firecracker_binary : "firecracker");
+    self->settings.firecracker_binary =
+        vmlet_xstrdup(settings->firecracker_binary ? settings->firecracker_binary : "firecracker");
     self->settings.accel = vmlet_xstrdup(accel);
     self->settings.qemu_cpu = vmlet_xstrdup(settings->qemu_cpu);
     self->settings.kvm = NULL;
@@ -466,8 +466,9 @@ vmm_vm_t *vmm_adopt_common(vmm_t *vmm, const char *state_dir, vmlet_err_t *err)
         if (vmm_vm_attach_pid(vm, (pid_t)pid->valuedouble, err) < 0) {
             vmm_vm_free(&vm);
         } else if (vm->start_time != want) {
-            vmlet_err_set(err, "VM %s: pid %d now belongs to another process (started at %llu, "
-                               "the VM at %llu)",
+            vmlet_err_set(err,
+                          "VM %s: pid %d now belongs to another process (started at %llu, "
+                          "the VM at %llu)",
                           id, vm->pid, vm->start_time, want);
             vmm_vm_free(&vm);
         }

@@ -38,7 +38,7 @@
 // --- the VM description (all strings borrowed; vmm_start copies what it keeps)
 
 typedef struct {
-    const char *path;   // a raw image (both VMMs take raw)
+    const char *path; // a raw image (both VMMs take raw)
     bool read_only;
     const char *serial; // up to 20 bytes, shown as /sys/block/vdX/serial; NULL for none.
                         // Firecracker has no drive serials: its guest sees disks in order.
@@ -50,12 +50,12 @@ typedef struct {
 } vmm_nic_t;
 
 typedef struct {
-    const char *id;        // the pod UID: [A-Za-z0-9._-], up to 64 bytes
-    const char *kernel;    // vmlinuz for QEMU, the uncompressed vmlinux for Firecracker
-    const char *initrd;    // NULL for none
-    const char *cmdline;   // appended to the backend's kernel arguments; NULL for none
-    int vcpus;             // >= 1
-    int mem_mib;           // >= 16
+    const char *id;      // the pod UID: [A-Za-z0-9._-], up to 64 bytes
+    const char *kernel;  // vmlinuz for QEMU, the uncompressed vmlinux for Firecracker
+    const char *initrd;  // NULL for none
+    const char *cmdline; // appended to the backend's kernel arguments; NULL for none
+    int vcpus;           // >= 1
+    int mem_mib;         // >= 16
     const vmm_disk_t *disks;
     size_t n_disks;        // <= VMM_MAX_DISKS
     const vmm_nic_t *nic;  // NULL: no network

@@ -14,8 +14,8 @@
 
 // Files in a VM's state directory. Short names keep socket paths within
 // sun_path (108 bytes) for state directories up to ~90 bytes.
-#define VMM_FILE_CONTROL "ctl.sock"   // QMP / Firecracker API
-#define VMM_FILE_AGENT "agent.sock"   // virtserialport chardev / Firecracker vsock UDS
+#define VMM_FILE_CONTROL "ctl.sock"    // QMP / Firecracker API
+#define VMM_FILE_AGENT "agent.sock"    // virtserialport chardev / Firecracker vsock UDS
 #define VMM_FILE_CONSOLE "console.log" // the guest's serial console
 #define VMM_FILE_LOG "vmm.log"         // the VMM's own stderr until it detaches
 #define VMM_FILE_PID "vmm.pid"
@@ -97,9 +97,9 @@ int vmm_spec_check(const vmm_spec_t *spec, vmlet_err_t *err);
 // --- QEMU ---------------------------------------------------------------
 typedef struct {
     const char *binary;
-    bool kvm;           // -accel kvm, else tcg
-    int tb_size_mib;    // TCG translation cache (bounds QEMU's RSS)
-    const char *cpu;    // -cpu model, NULL for QEMU's default
+    bool kvm;                                        // -accel kvm, else tcg
+    int tb_size_mib;                                 // TCG translation cache (bounds QEMU's RSS)
+    const char *cpu;                                 // -cpu model, NULL for QEMU's default
     const char *control, *agent, *console, *pidfile; // files in the state dir
 } vmm_qemu_argv_opts_t;
 

@@ -24,7 +24,7 @@
 // reboot (and Ctrl+Alt+Del) end the Firecracker process, pci=off as it has
 // no PCI, the i8042 options skip the keyboard probing delay.
 #define FC_BASE_CMDLINE                                                                            \
-    "console=ttyS0 reboot=k panic=-1 pci=off quiet i8042.noaux i8042.nomux i8042.nopnp "        \
+    "console=ttyS0 reboot=k panic=-1 pci=off quiet i8042.noaux i8042.nomux i8042.nopnp "           \
     "i8042.dumbkbd"
 #define FC_GUEST_CID 3 // vsock is per-VMM here (a UDS), so every VM may use 3
 #define FC_IFACE_ID "eth0"
@@ -64,8 +64,7 @@ static int s_check(vmm_t *vmm, vmlet_err_t *err)
 }
 
 // The configuration requests, in order, before InstanceStart.
-static int s_configure(fc_api_t *api, const vmm_spec_t *spec, const vmm_vm_t *vm,
-                       vmlet_err_t *err)
+static int s_configure(fc_api_t *api, const vmm_spec_t *spec, const vmm_vm_t *vm, vmlet_err_t *err)
 {
     cJSON *body = cJSON_CreateObject();
     cJSON_AddNumberToObject(body, "vcpu_count", spec->vcpus);
@@ -174,13 +173,13 @@ static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
     unlink(vm->agent);
     char fc_id[VMM_ID_MAX + 1];
     s_fc_id(vm->id, fc_id, sizeof fc_id);
-    char *argv[] = {(char *)vmm->settings.firecracker_binary, "--api-sock", vm->control, "--id",
-                    fc_id, NULL};
+    char *argv[] = {
+        (char *)vmm->settings.firecracker_binary, "--api-sock", vm->control, "--id", fc_id, NULL};
     int64_t deadline = vmlet_now_ms() + vmm->settings.start_timeout_ms;
     pid_t pid = -1;
     // Its stdout is the guest's serial console (and Firecracker's own log).
-    int rc = vmm_spawn(argv, spec->netns, console, VMM_SPAWN_DETACH,
-                       vmm->settings.start_timeout_ms, &pid, err);
+    int rc = vmm_spawn(argv, spec->netns, console, VMM_SPAWN_DETACH, vmm->settings.start_timeout_ms,
+                       &pid, err);
     if (rc == 0)
         rc = vmm_vm_attach_pid(vm, pid, err);
     if (rc == 0) {
@@ -218,8 +217,8 @@ static vmm_vm_t *s_adopt(vmm_t *vmm, const char *state_dir, vmlet_err_t *err)
     char fc_id[VMM_ID_MAX + 1];
     s_fc_id(vm->id, fc_id, sizeof fc_id);
     if (!vmm_cmdline_has(vm->pid, "--api-sock") || !vmm_cmdline_has(vm->pid, fc_id)) {
-        vmlet_err_set(err, "VM %s: process %d is not its Firecracker (no --id %s)", vm->id,
-                      vm->pid, fc_id);
+        vmlet_err_set(err, "VM %s: process %d is not its Firecracker (no --id %s)", vm->id, vm->pid,
+                      fc_id);
         vmm_vm_free(&vm);
         return NULL;
     }
@@ -279,8 +278,9 @@ int vmm_vsock_connect(const char *uds, unsigned port, int timeout_ms, vmlet_err_
     }
     close(fd);
     if (rc == -EPIPE)
-        return vmlet_err_set(err, "vsock %s: CONNECT %u: closed (nothing listens on port %u in "
-                                  "the guest yet)",
+        return vmlet_err_set(err,
+                             "vsock %s: CONNECT %u: closed (nothing listens on port %u in "
+                             "the guest yet)",
                              uds, port, port);
     if (rc == -ETIMEDOUT)
         return vmlet_err_set(err, "vsock %s: CONNECT %u: no answer within %d ms", uds, port,

@@ -330,10 +330,14 @@ static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
     unlink(vm->control);
     unlink(vm->agent);
     unlink(pidfile);
-    vmm_qemu_argv_opts_t opts = {
-        .binary = vmm->settings.qemu_binary, .kvm = vmm->use_kvm,
-        .tb_size_mib = vmm->settings.tcg_tb_size_mib, .cpu = vmm->settings.qemu_cpu,
-        .control = vm->control, .agent = vm->agent, .console = console, .pidfile = pidfile};
+    vmm_qemu_argv_opts_t opts = {.binary = vmm->settings.qemu_binary,
+                                 .kvm = vmm->use_kvm,
+                                 .tb_size_mib = vmm->settings.tcg_tb_size_mib,
+                                 .cpu = vmm->settings.qemu_cpu,
+                                 .control = vm->control,
+                                 .agent = vm->agent,
+                                 .console = console,
+                                 .pidfile = pidfile};
     char **argv = vmm_qemu_argv(&opts, spec, err);
     if (!argv) {
         vmm_vm_free(&vm);

@@ -304,8 +304,8 @@ static int s_check_request(const char *method, const char *path, const char *bod
 
 typedef struct {
     int fd;
-    bool vsock;      // a vsock UDS client, else an API client
-    bool connected;  // vsock: past the CONNECT handshake
+    bool vsock;     // a vsock UDS client, else an API client
+    bool connected; // vsock: past the CONNECT handshake
     char buf[65536];
     size_t len;
 } s_client_t;
@@ -598,7 +598,9 @@ static int group_teardown(void **state)
 
 static vmm_t *s_vmm(const kvm_probe_t *kvm, vmlet_err_t *err)
 {
-    vmm_settings_t s = {.backend = "firecracker", .firecracker_binary = g.fc_bin, .kvm = kvm,
+    vmm_settings_t s = {.backend = "firecracker",
+                        .firecracker_binary = g.fc_bin,
+                        .kvm = kvm,
                         .start_timeout_ms = 10000};
     return vmm_new(&s, err);
 }
@@ -804,7 +806,10 @@ static void test_contract_rejects_bad_requests(void **state)
     mkdir(state_dir, 0750);
     // 64 vCPUs: the contract's maximum is 32, so the fake answers 400 and
     // the backend must fail with the fault_message and stop the process.
-    vmm_spec_t spec = {.id = "too-big", .kernel = "/k/vmlinux", .vcpus = 64, .mem_mib = 256,
+    vmm_spec_t spec = {.id = "too-big",
+                       .kernel = "/k/vmlinux",
+                       .vcpus = 64,
+                       .mem_mib = 256,
                        .state_dir = state_dir};
     assert_null(vmm_start(vmm, &spec, &err));
     print_message("start with 64 vCPUs: %s\n", err.msg);
@@ -857,9 +862,9 @@ static void test_contract_rejects_bad_requests(void **state)
         int rc = fc_api_call(api, cases[i].method, cases[i].path, body, NULL, &status, &err);
         cJSON_Delete(body);
         if (rc == 0 || status != 400 || !strstr(err.msg, cases[i].fault))
-            fail_msg("%s %s %s: rc %d status %ld: \"%s\", want 400 with \"%s\"",
-                     cases[i].method, cases[i].path, cases[i].body ? cases[i].body : "", rc,
-                     status, err.msg, cases[i].fault);
+            fail_msg("%s %s %s: rc %d status %ld: \"%s\", want 400 with \"%s\"", cases[i].method,
+                     cases[i].path, cases[i].body ? cases[i].body : "", rc, status, err.msg,
+                     cases[i].fault);
     }
     // And one the contract accepts, with the same client (kept-alive connection).
     cJSON *ok = cJSON_Parse("{\"vcpu_count\":1,\"mem_size_mib\":128}");

@@ -28,9 +28,8 @@
 // Modules the test guest loads, in dependency order: the virtio core
 // (virtio before virtio_ring fails), the console and block drivers, then
 // the ACPI power button and evdev for system_powerdown.
-static const char *const s_modules[] = {"virtio_ring",    "virtio",     "virtio_mmio",
-                                        "virtio_console", "virtio_blk", "button",
-                                        "evdev"};
+static const char *const s_modules[] = {"virtio_ring", "virtio", "virtio_mmio", "virtio_console",
+                                        "virtio_blk",  "button", "evdev"};
 
 // PID 1 of the test guest. It powers off on the ACPI power button (busybox
 // acpid runs /etc/acpi/PWRF/00000080), finds the vmlet.agent port by name,
@@ -76,7 +75,7 @@ static const char s_init[] =
 static struct {
     bool ready;
     char skip_reason[256];
-    char *dir;       // the test's temporary directory
+    char *dir; // the test's temporary directory
     char kernel[512];
     char initrd[600];
     char disk_ro[600], disk_rw[600];
@@ -85,13 +84,12 @@ static struct {
 
 // --- a newc cpio archive, written here so the test needs no cpio tool ----
 
-static void s_cpio_entry(FILE *out, const char *name, unsigned mode, const void *data,
-                         size_t size)
+static void s_cpio_entry(FILE *out, const char *name, unsigned mode, const void *data, size_t size)
 {
     static unsigned ino = 1;
     size_t name_len = strlen(name) + 1;
-    fprintf(out, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X", ino++, mode, 0,
-            0, 1, 0, size, 0, 0, 0, 0, name_len, 0);
+    fprintf(out, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X", ino++, mode, 0, 0,
+            1, 0, size, 0, 0, 0, 0, name_len, 0);
     fwrite(name, 1, name_len, out);
     static const char zeros[4] = {0};
     fwrite(zeros, 1, (4 - (110 + name_len) % 4) % 4, out);
@@ -264,15 +262,18 @@ static int group_teardown(void **state)
 #define REQUIRE_READY()                                                                            \
     do {                                                                                           \
         if (!g.ready) {                                                                            \
-            print_message("SKIP: %s\n", g.skip_reason);                                           \
+            print_message("SKIP: %s\n", g.skip_reason);                                            \
             skip();                                                                                \
         }                                                                                          \
     } while (0)
 
 static vmm_t *s_vmm(int tb_size)
 {
-    vmm_settings_t s = {.backend = "qemu", .accel = "auto", .kvm = &g.no_kvm,
-                        .tcg_tb_size_mib = tb_size, .start_timeout_ms = 30000};
+    vmm_settings_t s = {.backend = "qemu",
+                        .accel = "auto",
+                        .kvm = &g.no_kvm,
+                        .tcg_tb_size_mib = tb_size,
+                        .start_timeout_ms = 30000};
     vmlet_err_t err = {0};
     vmm_t *vmm = vmm_new(&s, &err);
     if (!vmm)
@@ -284,8 +285,14 @@ static void s_spec(vmm_spec_t *spec, const char *id, const char *state_dir, vmm_
 {
     disks[0] = (vmm_disk_t){.path = g.disk_ro, .read_only = true, .serial = "vmlet-ro-disk"};
     disks[1] = (vmm_disk_t){.path = g.disk_rw, .read_only = false, .serial = "rw,serial"};
-    *spec = (vmm_spec_t){.id = id, .kernel = g.kernel, .initrd = g.initrd, .vcpus = 1,
-                         .mem_mib = 256, .disks = disks, .n_disks = 2, .state_dir = state_dir};
+    *spec = (vmm_spec_t){.id = id,
+                         .kernel = g.kernel,
+                         .initrd = g.initrd,
+                         .vcpus = 1,
+                         .mem_mib = 256,
+                         .disks = disks,
+                         .n_disks = 2,
+                         .state_dir = state_dir};
 }
 
 // One line from a non-blocking fd within the deadline (NULL on EOF/timeout).

@@ -104,8 +104,7 @@ static void test_tcg_argv(void **state)
                            "id=disk1,if=none,format=raw,file=/var/lib/vmlet/pods/p1/rw,,disk.raw"));
     assert_true(s_has_pair(argv, "-device", "virtio-blk-device,drive=disk1,serial=vmlet-rw"));
     // NIC: the tap by name, no scripts, the MAC.
-    assert_true(
-        s_has_pair(argv, "-netdev", "tap,id=net0,ifname=vt1a2b3c,script=no,downscript=no"));
+    assert_true(s_has_pair(argv, "-netdev", "tap,id=net0,ifname=vt1a2b3c,script=no,downscript=no"));
     assert_true(s_has_pair(argv, "-device", "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56"));
     // Agent channel and QMP on unix sockets; the console into its log.
     assert_true(s_has_pair(argv, "-device", "virtio-serial-device"));
@@ -121,8 +120,8 @@ static void test_tcg_argv(void **state)
     for (size_t i = 0; argv[i]; i++)
         assert_null(strstr(argv[i], "netns"));
     // adopt recognises the process by its -name.
-    assert_true(s_has_pair(argv, "-name",
-                           "guest=vmlet-0f9c2a4e-1b7d-4c1e-9a55-0123456789ab,process=vm-0f9c2a4e-1b7"));
+    assert_true(s_has_pair(
+        argv, "-name", "guest=vmlet-0f9c2a4e-1b7d-4c1e-9a55-0123456789ab,process=vm-0f9c2a4e-1b7"));
     assert_false(s_has(argv, "-cpu"));
     vmm_argv_free(&argv);
     assert_null(argv);
@@ -259,7 +258,8 @@ static void test_selection(void **state)
 
     // A Firecracker that is too old is refused by version, even with KVM.
     kvm_probe_t kvm = {.usable = true, .reason = "test verdict"};
-    s = (vmm_settings_t){.backend = "firecracker", .kvm = &kvm, .firecracker_binary = "/nonexistent/fc"};
+    s = (vmm_settings_t){
+        .backend = "firecracker", .kvm = &kvm, .firecracker_binary = "/nonexistent/fc"};
     assert_null(vmm_new(&s, &err));
     assert_non_null(strstr(err.msg, "/nonexistent/fc"));
 }

@@ -1,6 +1,7 @@
 // Allocation that ends the process when memory runs out (see xalloc.h).
 #include "vmlet/xalloc.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,4 +43,14 @@ char *vmlet_xstrndup(const char *s, size_t n)
 void *vmlet_xdup(const void *init, size_t size)
 {
     return memcpy(vmlet_xmalloc(size), init, size);
+}
+
+char *vmlet_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *out = NULL;
+    int n = vasprintf(&out, fmt, ap);
+    va_end(ap);
+    return s_check(n < 0 ? NULL : out, 1);
 }

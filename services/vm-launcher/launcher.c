@@ -102,6 +102,11 @@ const vmlet_cfg_option_t launcher_options[] = {
      "the cluster's DNS domain"},
     {"resolv-conf", VMLET_CFG_STRING, "/etc/resolv.conf", 0, 0, NULL, OPT(resolv_conf),
      "resolver settings pods with dnsPolicy Default get"},
+    {"accept-pods", VMLET_CFG_BOOL, "true", 0, 0, NULL, OPT(accept_pods),
+     "take new pods; false drains this launcher: its VMs run on, new pods go to others"},
+    {"stop-vms-on-exit", VMLET_CFG_BOOL, "false", 0, 0, NULL, OPT(stop_vms_on_exit),
+     "on SIGTERM, kill every VM and remove the pod network (`vmlet down`, tests); normally "
+     "VMs outlive the launcher"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -235,10 +240,34 @@ static void s_forget_finished(launcher_t *self)
     zlistx_destroy(&done);
 }
 
+// Taps and addresses of ours that no pod holds (a crash between attaching
+// and saving the record leaves them): freed.
+static void s_release_leaks(launcher_t *self)
+{
+    char **uids;
+    size_t n;
+    vmlet_err_t err = {0};
+    if (net_list(self->net, &uids, &n, &err) < 0) {
+        vmlet_log_warn(self->log, NULL, "listing the pod network: %s", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pod_vm_t *p = zhashx_lookup(self->pods, uids[i]);
+        if (p && p->has_lease)
+            continue;
+        vmlet_log_info(self->log, VMLET_KV({"pod", uids[i]}),
+                       "releasing a network lease no pod of ours holds");
+        if (net_detach(self->net, uids[i], &err) < 0)
+            vmlet_log_warn(self->log, VMLET_KV({"pod", uids[i]}), "%s", err.msg);
+    }
+    net_list_free(uids, n);
+}
+
 // Level-triggered: pods of ours whose spec is gone or being deleted stop,
-// whatever events were missed.
+// whatever events were missed; leaked leases are freed.
 static void s_reconcile(launcher_t *self)
 {
+    s_release_leaks(self);
     zlistx_t *pods = s_snapshot(self);
     for (pod_vm_t *p = zlistx_first(pods); p; p = zlistx_next(pods))
         if (!p->stop_requested && p->state != PV_PENDING)
@@ -271,6 +300,8 @@ int launcher_on_launch(void *arg, const vmlet_envelope_t *env)
     const Vmlet__LaunchRequest *req = env->launch_request;
     if (!req->pod || !req->pod->uid)
         return 0;
+    if (!self->settings->accept_pods && !zhashx_lookup(self->pods, req->pod->uid))
+        return 0; // drained: k8s-watcher asks again while no launcher holds the pod
     // Another launcher that is alive may have it already.
     redisReply *r = vmlet_store_command(self->store, NULL, "GET vmlet:vm:%s", req->pod->uid);
     Vmlet__VmRecord *rec = r && r->type == REDIS_REPLY_STRING
@@ -498,6 +529,27 @@ static void s_metrics(launcher_t *self)
                                                  NULL, bounds, sizeof bounds / sizeof bounds[0]);
 }
 
+// `vmlet down`: every VM killed, every record and lease dropped, the
+// network removed.
+static void s_stop_everything(launcher_t *self)
+{
+    zlistx_t *pods = s_snapshot(self);
+    for (pod_vm_t *p = zlistx_first(pods); p; p = zlistx_next(pods)) {
+        pod_vm_unpoll(p);
+        if (p->vm) {
+            vmm_kill(p->vm, 5000, NULL);
+            vmm_remove_files(p->vm, NULL);
+            vmm_release(&p->vm);
+        }
+        pod_record_drop(p);
+    }
+    zlistx_destroy(&pods);
+    vmlet_err_t err = {0};
+    if (net_teardown(self->net, &err) < 0)
+        vmlet_log_warn(self->log, NULL, "removing the pod network: %s", err.msg);
+    vmlet_log_info(self->log, NULL, "stopped every VM and removed the pod network");
+}
+
 static void s_pod_free(void **item)
 {
     pod_vm_destroy((pod_vm_t **)item);
@@ -555,7 +607,9 @@ void launcher_stop(void **self_p)
         zloop_timer_end(self->loop, self->first_announce_timer);
     if (self->tick_timer > 0)
         zloop_timer_end(self->loop, self->tick_timer);
-    // The VMs run on (DESIGN.md §3): only our handles go.
+    if (self->settings->stop_vms_on_exit && self->net)
+        s_stop_everything(self);
+    // Otherwise the VMs run on (DESIGN.md §3): only our handles go.
     zhashx_destroy(&self->pods);
     net_destroy(&self->net);
     vmm_destroy(&self->vmm);

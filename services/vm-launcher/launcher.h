@@ -50,6 +50,8 @@ typedef struct {
     char *cluster_dns;
     char *cluster_domain;
     char *resolv_conf;
+    bool stop_vms_on_exit;
+    bool accept_pods;
 } launcher_settings_t;
 
 extern const vmlet_cfg_option_t launcher_options[];

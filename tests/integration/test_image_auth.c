@@ -84,7 +84,8 @@ static int setup_basic(void **state)
     assert_int_equal(s_start(f, &o), 0);
     assert_int_equal(ts_registry_push(&f->registry, f->layout, "small", "private/app:1", USER, PASS),
                      0);
-    assert_int_equal(ts_stack_service(&f->stack, "vm-launcher", &f->stack.launcher, NULL), 0);
+    static const char *const drained[] = {"--accept-pods=false", NULL}; // no VMs here
+    assert_int_equal(ts_stack_service(&f->stack, "vm-launcher", &f->stack.launcher, drained), 0);
     static const char *const fast[] = {"--retry-interval=1s", NULL};
     assert_int_equal(ts_stack_service(&f->stack, "k8s-watcher", &f->stack.watcher, fast), 0);
     assert_int_equal(ts_stack_service(&f->stack, "status-reporter", &f->stack.reporter, NULL), 0);

@@ -71,7 +71,10 @@ static int setup(void **state)
         vmlet_bus_subscriber_receive(f->sub, 10, 50);
     static const char *const fast[] = {"--resync-interval=2s", NULL};
     static const char *const retry[] = {"--retry-interval=1s", "--resync-interval=2s", NULL};
-    assert_int_equal(ts_stack_service(&f->stack, "vm-launcher", &f->stack.launcher, NULL), 0);
+    // The test speaks for the VMs (VmEvents as vm-launcher sends them); the
+    // real launcher reports capacity and takes no pods.
+    static const char *const drained[] = {"--accept-pods=false", NULL};
+    assert_int_equal(ts_stack_service(&f->stack, "vm-launcher", &f->stack.launcher, drained), 0);
     assert_int_equal(ts_stack_service(&f->stack, "k8s-watcher", &f->stack.watcher, retry), 0);
     assert_int_equal(ts_stack_service(&f->stack, "status-reporter", &f->stack.reporter, fast), 0);
     assert_int_equal(ts_kubectl_namespace(f->ns), 0);

@@ -1,7 +1,7 @@
 // The five service binaries, as an operator runs them: they start, connect
 // to the broker and Redis, serve /healthz, /readyz and /metrics, come back
 // when the broker or Redis restarts, and exit 0 within 2 s of SIGTERM.
-#include "testsupport.h"
+#include "stack.h"
 
 #include <hiredis/hiredis.h>
 #include <signal.h>
@@ -21,6 +21,7 @@ typedef struct {
     ts_broker_t broker;
     pid_t pids[N_SERVICES];
     int ports[N_SERVICES];
+    ts_stack_t launcher; // only for its vm-launcher flags (network, directories)
 } fixture_t;
 
 static pid_t s_start_service(fixture_t *f, int i)
@@ -47,13 +48,17 @@ static pid_t s_start_service(fixture_t *f, int i)
     char cache[400];
     snprintf(cache, sizeof cache, "--cache-dir=%s/images", f->dir);
     bool images = strcmp(services[i], "image-builder") == 0;
-    char *argv[] = {bin, http, redis, pub, sub, work, "--bus-heartbeat=200ms",
-                    "--presence-interval=500ms", NULL, NULL, NULL};
+    char *argv[32] = {bin, http, redis, pub, sub, work, "--bus-heartbeat=200ms",
+                      "--presence-interval=500ms", NULL};
+    int n = 8;
     if (kube) {
-        argv[8] = kubeconfig;
-        argv[9] = node;
+        argv[n++] = kubeconfig;
+        argv[n++] = node;
     } else if (images) {
-        argv[8] = cache;
+        argv[n++] = cache;
+    } else if (strcmp(services[i], "vm-launcher") == 0) {
+        for (int k = 0; f->launcher.launcher_flags[k] && n < 31; k++)
+            argv[n++] = f->launcher.launcher_flags[k];
     }
     // The password comes from the environment, as in a container.
     setenv("VMLET_REDIS_PASSWORD", f->redis.password, 1);
@@ -68,6 +73,8 @@ static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
     f->dir = ts_tempdir("vmlet-services");
+    f->launcher.dir = f->dir;
+    ts_stack_launcher_flags(&f->launcher);
     assert_int_equal(ts_redis_start(&f->redis, "pw-for-services"), 0);
     assert_int_equal(ts_broker_start(&f->broker, f->dir, broker_args), 0);
     for (int i = 0; i < N_SERVICES; i++)
@@ -79,11 +86,17 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
+    // SIGTERM first: the launcher then removes its pod network.
     for (int i = 0; i < N_SERVICES; i++)
         if (f->pids[i] > 0) {
-            ts_kill(f->pids[i], SIGKILL);
-            ts_wait_exit(f->pids[i], 5000, NULL);
+            ts_kill(f->pids[i], SIGTERM);
+            if (ts_wait_exit(f->pids[i], 5000, NULL) < 0) {
+                ts_kill(f->pids[i], SIGKILL);
+                ts_wait_exit(f->pids[i], 5000, NULL);
+            }
         }
+    for (int k = 0; f->launcher.launcher_flags[k]; k++)
+        free(f->launcher.launcher_flags[k]);
     ts_broker_stop(&f->broker);
     ts_redis_stop(&f->redis);
     char *kubectl = ts_bed_value("BED_KUBECTL"), *kubeconfig = ts_bed_value("BED_KUBECONFIG");

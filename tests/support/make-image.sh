@@ -11,6 +11,9 @@
 #   dotdot    a layer with an entry ../../etc/passwd
 #   escape    a layer with a symlink out of the root and a file through it
 #   small     one small layer
+#   busybox   Debian's busybox-static with its applets, a user "web" (uid
+#             1000) and /www/index.html; cmd sh (the demo and VM tests)
+#   sidecar   busybox plus /sidecar-only, a file only this image has
 set -euo pipefail
 layout=$1 kind=$2
 work=$(mktemp -d)
@@ -90,6 +93,28 @@ escape)
     ;;
 small)
     base_files
+    repack
+    ;;
+busybox | sidecar)
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,www,root,home/web,proc,sys,dev}
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $(/bin/busybox --list-full); do
+        [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1000:web:/home/web:/bin/sh\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nweb:x:1000:\n' >"$root/etc/group"
+    chown 1000:1000 "$root/home/web"
+    chmod 1777 "$root/tmp"
+    echo "hello from a vmlet pod" >"$root/www/index.html"
+    if [ "$kind" = sidecar ]; then echo "only in the sidecar image" >"$root/sidecar-only"; fi
+    umoci config --image "$layout:$kind" --config.cmd=/bin/sh \
+        --config.env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --config.workingdir=/ >/dev/null
+    umoci unpack --image "$layout:$kind" "$work/bundle2" >/dev/null
+    rm -rf "$work/bundle2/rootfs"
+    mv "$root" "$work/bundle2/rootfs"
+    rm -rf "$work/bundle"
+    mv "$work/bundle2" "$work/bundle"
     repack
     ;;
 *)

@@ -2,6 +2,8 @@
 #include "stack.h"
 
 #include "vmlet/pb.h"
+#include "vmlet/timeutil.h"
+#include "vmlet/xalloc.h"
 
 #include <signal.h>
 #include <stdarg.h>
@@ -11,11 +13,45 @@
 #include <sys/wait.h>
 #include <time.h>
 
+// Flags that give the stack's vm-launcher a network, directories and
+// identity of its own, so stacks never meet: a namespace, bridge, veth,
+// pod CIDR (10.<200-249>.<0-255>.0/24; traffic to it cannot leave the
+// machine: the launcher routes it to the namespace, with an unreachable
+// fallback) and link addresses picked at random; NAT off (tests never talk
+// to the outside); VMs stopped and the network removed on SIGTERM.
+void ts_stack_launcher_flags(ts_stack_t *stack)
+{
+    char suffix[9];
+    vmlet_random_hex(suffix, 4);
+    unsigned r = (unsigned)strtoul(suffix, NULL, 16);
+    snprintf(stack->netns, sizeof stack->netns, "vmlt-%s", suffix);
+    snprintf(stack->pod_cidr, sizeof stack->pod_cidr, "10.%u.%u.0/24", 200 + r % 50,
+             (r >> 8) & 0xff);
+    char *flags[] = {
+        vmlet_xasprintf("--launcher-id=launcher-%s", suffix),
+        vmlet_xasprintf("--net-netns=%s", stack->netns),
+        vmlet_xasprintf("--net-bridge=vb%s", suffix),
+        vmlet_xasprintf("--net-host-veth=vh%s", suffix),
+        vmlet_xasprintf("--pod-cidr=%s", stack->pod_cidr),
+        vmlet_xasprintf("--net-link-cidr=169.254.%u.%u/30", (r >> 16) & 0xff, ((r >> 24) & 0x3f) * 4),
+        vmlet_xstrdup("--net-nat=false"),
+        vmlet_xasprintf("--state-dir=%s/vms", stack->dir),
+        vmlet_xasprintf("--log-dir=%s/pods", stack->dir),
+        vmlet_xasprintf("--kernel=%s/vmlinuz", VMLET_KERNEL_DIR),
+        vmlet_xasprintf("--initramfs=%s", VMLET_INITRAMFS),
+        vmlet_xstrdup("--stop-vms-on-exit=true"),
+        vmlet_xstrdup("--reserve-memory=512Mi"),
+        NULL,
+    };
+    memcpy(stack->launcher_flags, flags, sizeof flags);
+}
+
 int ts_stack_start(ts_stack_t *stack, const char *node)
 {
     memset(stack, 0, sizeof *stack);
     snprintf(stack->node, sizeof stack->node, "%s", node);
     stack->dir = ts_tempdir("vmlet-stack");
+    ts_stack_launcher_flags(stack);
     if (ts_redis_start(&stack->redis, "stack-pw") < 0)
         return -1;
     static const char *const broker_args[] = {"--heartbeat=200ms", NULL};
@@ -57,7 +93,7 @@ int ts_stack_service_as(ts_stack_t *stack, const char *name, ts_service_t *svc,
     char reuid[32], regid[32];
     snprintf(reuid, sizeof reuid, "--reuid=%d", uid);
     snprintf(regid, sizeof regid, "--regid=%d", uid);
-    char *argv[40];
+    char *argv[64];
     int n = 0;
     if (uid) { // as an unprivileged user, as an operator may run it
         char *prefix[] = {"setpriv", reuid, regid, "--clear-groups", "--"};
@@ -70,8 +106,12 @@ int ts_stack_service_as(ts_stack_t *stack, const char *name, ts_service_t *svc,
     if (strcmp(name, "k8s-watcher") == 0 || strcmp(name, "status-reporter") == 0) {
         argv[n++] = node;
         argv[n++] = kubeconfig;
+    } else if (strcmp(name, "vm-launcher") == 0) {
+        argv[n++] = kubeconfig; // Secrets and ConfigMaps of the pods
+        for (int i = 0; stack->launcher_flags[i] && n < 39; i++)
+            argv[n++] = stack->launcher_flags[i];
     }
-    for (int i = 0; extra && extra[i] && n < 39; i++)
+    for (int i = 0; extra && extra[i] && n < 63; i++)
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;
     svc->pid = ts_spawn(svc->log, argv);
@@ -99,8 +139,12 @@ void ts_stack_stop(ts_stack_t *stack)
     ts_stack_service_stop(&stack->watcher);
     ts_stack_service_stop(&stack->reporter);
     ts_stack_service_stop(&stack->launcher);
+    ts_stack_service_stop(&stack->builder);
     ts_broker_stop(&stack->broker);
     ts_redis_stop(&stack->redis);
+    for (int i = 0; stack->launcher_flags[i]; i++)
+        free(stack->launcher_flags[i]);
+    memset(stack->launcher_flags, 0, sizeof stack->launcher_flags);
     if (stack->dir) {
         ts_remove_dir(stack->dir);
         free(stack->dir);

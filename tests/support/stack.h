@@ -22,7 +22,11 @@ typedef struct {
     char node[64];
     ts_redis_t redis;
     ts_broker_t broker;
-    ts_service_t watcher, reporter, launcher;
+    ts_service_t watcher, reporter, launcher, builder;
+    // What the stack's vm-launcher is given (see stack.c), NULL-terminated.
+    char *launcher_flags[16];
+    char netns[32];    // its network namespace (reach pods with `ip netns exec`)
+    char pod_cidr[32];
     // The test's own voice on the bus, to speak as a service not yet written.
     vmlet_bus_publisher_t *publisher;
     vmlet_metrics_t *metrics;
@@ -49,10 +53,15 @@ int ts_stack_report_probe(ts_stack_t *stack, const char *uid, const char *contai
 int ts_stack_report_image_failed(ts_stack_t *stack, const char *image, const char *uid,
                                  const char *reason, const char *message);
 
+// Fills stack->launcher_flags (and netns, pod_cidr) for a vm-launcher of
+// stack->dir's own (ts_stack_start does this; for tests that start the
+// launcher by hand). ts_stack_stop frees them.
+void ts_stack_launcher_flags(ts_stack_t *stack);
+
 // Starts Redis and the broker; node is the Node name the services use.
 int ts_stack_start(ts_stack_t *stack, const char *node);
-// Starts vmlet-<name> ("k8s-watcher", "status-reporter", "vm-launcher")
-// against the stack and the bed (kubeconfig, node name, InternalIP), with
+// Starts vmlet-<name> ("k8s-watcher", "status-reporter", "vm-launcher",
+// "image-builder") against the stack and the bed (kubeconfig, node name), with
 // extra flags (NULL-terminated, may be NULL), and waits until /readyz
 // answers 200. Returns 0 or -1.
 int ts_stack_service(ts_stack_t *stack, const char *name, ts_service_t *svc,

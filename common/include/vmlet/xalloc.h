@@ -14,5 +14,7 @@ char *vmlet_xstrdup(const char *s);           // NULL stays NULL
 char *vmlet_xstrndup(const char *s, size_t n);
 // A malloc'd copy of `size` bytes of init (protobuf-c messages from their INIT).
 void *vmlet_xdup(const void *init, size_t size);
+// A malloc'd formatted string.
+char *vmlet_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

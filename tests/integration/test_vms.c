@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SECRET_VALUE "hunter2-e4b1c9"
@@ -479,6 +480,135 @@ static void test_two_pods_network_and_images(void **state)
     free(ip_multi);
 }
 
+// A pod that adds web's address to its own interface can neither receive
+// as it (the host still reaches web there, and nothing the spoofer serves
+// on that address) nor send as it (what it sends from there never
+// arrives, while what it sends from its own address does).
+static void test_no_spoofing(void **state)
+{
+    (void)state;
+    char *victim = s_pod_field("web", "status.podIP");
+    assert_non_null(victim);
+    char gw[32];
+    snprintf(gw, sizeof gw, "%s", g->stack.pod_cidr);
+    *strrchr(gw, '.') = '\0';
+    strcat(gw, ".1"); // the pods' gateway: the bridge, in the launcher's namespace
+    // Listeners on the gateway, in the namespace: one for the forged
+    // datagram, one for the honest one.
+    char *forged = vmlet_xasprintf("%s/forged.out", g->stack.dir);
+    char *honest = vmlet_xasprintf("%s/honest.out", g->stack.dir);
+    char *listen = vmlet_xasprintf(
+        "ip netns exec %s timeout 120 busybox nc -l -p 9999 >%s 2>&1 & "
+        "ip netns exec %s timeout 120 busybox nc -l -p 9998 >%s 2>&1 &",
+        g->stack.netns, forged, g->stack.netns, honest);
+    assert_int_equal(system(listen), 0);
+    free(listen);
+    s_apply(POD_HEAD
+            "  containers:\n  - name: spoof\n    image: %s\n"
+            "    env: [{name: VICTIM, value: '%s'}, {name: GW, value: '%s'}]\n"
+            "    command:\n    - /bin/sh\n    - -c\n"
+            "    - |\n"
+            "      echo honest | nc -w 3 $GW 9998\n"
+            "      ip addr add $VICTIM/32 dev eth0 && echo took-address\n"
+            "      arping -c 2 -U -I eth0 -s $VICTIM $GW\n"
+            "      mkdir -p /tmp/stolen && echo STOLEN > /tmp/stolen/index.html\n"
+            "      httpd -p $VICTIM:8080 -h /tmp/stolen && echo serving-as-victim\n"
+            "      echo forged | nc -w 3 -s $VICTIM $GW 9999\n"
+            "      echo spoof-done\n"
+            "      exec sleep 100000\n",
+            "spoof", g->ns, g->stack.node, 1, "Always", g->busybox, victim, gw);
+    s_expect_log("spoof", "spoof", 0, "stdout F took-address\n");
+    s_expect_log("spoof", "spoof", 0, "stdout F spoof-done\n");
+    // Receiving as web: the host reaches web, never the spoofer's page.
+    for (int i = 0; i < 3; i++) {
+        char *out = NULL;
+        int rc = s_in_netns(&out, "ip neigh flush all; curl -s -m 5 http://%s:8080/", victim);
+        if (rc != 0 || !strstr(out, "hello from a vmlet pod") || strstr(out, "STOLEN"))
+            fail_msg("curl %s:8080 (web's address): rc %d: %s", victim, rc, out);
+        free(out);
+    }
+    // Sending as web: the honest datagram came, the forged one never does.
+    log_wait_t w = {honest, "honest"};
+    assert_true(ts_poll(s_log_has, &w, 30000));
+    sleep(3);
+    char *text = s_read_file(forged);
+    if (text && strstr(text, "forged"))
+        fail_msg("a datagram sent as %s from the spoofing pod arrived", victim);
+    free(text);
+    free(forged);
+    free(honest);
+    free(victim);
+    ts_kubectl(NULL, "delete pod -n %s spoof --wait=false", g->ns);
+}
+
+static long s_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kb = atol(line + 6);
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+#define FLOOD_RSS_BOUND_KB (64 * 1024) // the launcher may grow by at most this while a guest floods
+
+// A guest writing stdout as fast as it can: the launcher's memory stays
+// within a bound (output goes to a rotated file, not to memory), and the
+// other VM's events are not held up (web's ticker lines keep their pace).
+static void test_flood_is_contained(void **state)
+{
+    (void)state;
+    long base = s_rss_kb(g->stack.launcher.pid);
+    double bytes0 = ts_service_metric(&g->stack.launcher, "vmlet_launcher_output_bytes_total");
+    s_apply(POD_HEAD
+            "  containers:\n  - name: flood\n    image: %s\n"
+            "    command: [/bin/sh, -c, 'timeout 25 yes \"flood flood flood flood flood flood flood\"; "
+            "echo flood-over; exec sleep 100000']\n",
+            "flood", g->ns, g->stack.node, 1, "Always", g->busybox);
+    s_wait_running("flood");
+    int64_t start = vmlet_unix_ms();
+    long peak = base;
+    while (vmlet_unix_ms() - start < 30000) {
+        long rss = s_rss_kb(g->stack.launcher.pid);
+        if (rss > peak)
+            peak = rss;
+        usleep(200 * 1000);
+    }
+    s_expect_log("flood", "flood", 0, "stdout F flood-over\n");
+    double bytes = ts_service_metric(&g->stack.launcher, "vmlet_launcher_output_bytes_total") - bytes0;
+    print_message("flood: %.1f MB logged; launcher RSS %ld kB before, %ld kB at most (bound +%d kB)\n",
+                  bytes / 1e6, base, peak, FLOOD_RSS_BOUND_KB);
+    assert_true(bytes > 10e6); // it really flooded
+    assert_true(peak - base < FLOOD_RSS_BOUND_KB);
+    // web's ticker during the flood: no gap of more than 5 s between ticks.
+    char *path = s_log_path("web", "ticker", 0);
+    char *text = s_read_file(path);
+    assert_non_null(text);
+    int64_t prev = 0, worst = 0;
+    for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (!strstr(line, " stdout F tick "))
+            continue;
+        struct tm tm = {0};
+        char *rest = strptime(line, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!rest)
+            continue;
+        int64_t ms = (int64_t)timegm(&tm) * 1000 + (rest[0] == '.' ? atol(rest + 1) / 1000000 : 0);
+        if (ms >= start && prev && ms - prev > worst)
+            worst = ms - prev;
+        prev = ms;
+    }
+    print_message("web's ticker during the flood: longest gap %lld ms\n", (long long)worst);
+    assert_true(worst > 0 && worst < 5000);
+    free(text);
+    free(path);
+    ts_kubectl(NULL, "delete pod -n %s flood --wait=false", g->ns);
+}
+
 // The launcher SIGKILLed with both VMs running, then started again: the
 // VMs ran on (same processes), are reported again, and what the ticker
 // printed meanwhile is in its log, every line once.
@@ -555,7 +685,8 @@ static void test_delete_cleans_up(void **state)
     assert_int_not_equal(system(pg), 0);
     free(pg);
     // The last pod goes too: every address is free again.
-    assert_int_equal(ts_kubectl(NULL, "delete pod -n %s multi env --wait=true --timeout=120s", g->ns), 0);
+    assert_int_equal(ts_kubectl(NULL, "delete pod -n %s multi env spoof flood --ignore-not-found --wait=true --timeout=120s",
+                                g->ns), 0);
     char key[100];
     snprintf(key, sizeof key, "HLEN vmlet:ipam:%s", g->stack.pod_cidr);
     assert_int_equal(s_redis_count(key), 0);
@@ -569,6 +700,8 @@ int main(void)
         cmocka_unit_test(test_env_args_volumes_succeed),
         cmocka_unit_test(test_crash_loop_and_never),
         cmocka_unit_test(test_two_pods_network_and_images),
+        cmocka_unit_test(test_no_spoofing),
+        cmocka_unit_test(test_flood_is_contained),
         cmocka_unit_test(test_launcher_killed_and_back),
         cmocka_unit_test(test_delete_cleans_up),
     };

@@ -112,6 +112,16 @@ const vmlet_cfg_option_t launcher_options[] = {
 
 // --- capacity --------------------------------------------------------------------
 
+// A snapshot of the pods: work on them may look through the table again
+// (capacity), which a live iteration would not survive.
+static zlistx_t *s_snapshot(launcher_t *self)
+{
+    zlistx_t *list = zlistx_new();
+    for (pod_vm_t *p = zhashx_first(self->pods); p; p = zhashx_next(self->pods))
+        zlistx_add_end(list, p);
+    return list;
+}
+
 // A pod counts once it holds (or is about to hold) a VM, until it stops.
 static bool s_counts(const pod_vm_t *pod)
 {
@@ -191,6 +201,11 @@ static int s_on_first_announce(zloop_t *loop, int timer_id, void *arg)
     if (!vmlet_bus_publisher_ready(vmlet_service_publisher(self->service)))
         return 0;
     s_announce(self);
+    // What adoption found was published before the broker heard us: again.
+    zlistx_t *pods = s_snapshot(self);
+    for (pod_vm_t *p = zlistx_first(pods); p; p = zlistx_next(pods))
+        pod_record_changed(p);
+    zlistx_destroy(&pods);
     zloop_timer_end(loop, timer_id);
     self->first_announce_timer = 0;
     return 0;
@@ -213,16 +228,6 @@ static pod_vm_t *s_pod(launcher_t *self, const char *uid, bool create)
         zhashx_insert(self->pods, uid, pod);
     }
     return pod;
-}
-
-// A snapshot of the pods: work on them may look through the table again
-// (capacity), which a live iteration would not survive.
-static zlistx_t *s_snapshot(launcher_t *self)
-{
-    zlistx_t *list = zlistx_new();
-    for (pod_vm_t *p = zhashx_first(self->pods); p; p = zhashx_next(self->pods))
-        zlistx_add_end(list, p);
-    return list;
 }
 
 // Forgets pods that are gone for good, once the others were told.

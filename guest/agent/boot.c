@@ -1,0 +1,153 @@
+// What PID 1 does before it can talk to the host: the kernel's file
+// systems, a console for logs, the command line, the modules the VM's
+// devices need (from the initramfs's load-order file), and a move out of
+// the initramfs onto a tmpfs root, since the initramfs itself can never be
+// pivot_root'ed away from (and containers need pivot_root).
+#include "boot.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MODULES_LIST "/lib/modules/load-order"
+#define NEWROOT "/.vmlet-root"
+
+static void s_console(void)
+{
+    int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return; // no console: logs are lost, everything else works
+    for (int i = 0; i <= 2; i++)
+        dup2(fd, i);
+    if (fd > 2)
+        close(fd);
+}
+
+int boot_mounts(vmlet_err_t *err)
+{
+    umask(022);
+    mkdir("/dev", 0755);
+    if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY)
+        return vmlet_err_errno(err, errno, "mount devtmpfs on /dev");
+    s_console();
+    mkdir("/proc", 0555);
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
+        errno != EBUSY)
+        return vmlet_err_errno(err, errno, "mount proc on /proc");
+    mkdir("/sys", 0555);
+    if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
+        errno != EBUSY)
+        return vmlet_err_errno(err, errno, "mount sysfs on /sys");
+    return 0;
+}
+
+void boot_cmdline(agent_t *a)
+{
+    a->transport_kind = TRANSPORT_SERIAL;
+    a->vsock_port = AGENT_VSOCK_PORT;
+    char line[4096];
+    if (read_small_file("/proc/cmdline", line, sizeof line) < 0)
+        return;
+    char *save = NULL;
+    for (char *w = strtok_r(line, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+        if (strcmp(w, "vmlet.transport=vsock") == 0)
+            a->transport_kind = TRANSPORT_VSOCK;
+        else if (strcmp(w, "vmlet.transport=serial") == 0)
+            a->transport_kind = TRANSPORT_SERIAL;
+        else if (strncmp(w, "vmlet.transport=", 16) == 0)
+            alog("unknown %s; using the serial port", w);
+        else if (strncmp(w, "vmlet.vsock_port=", 17) == 0)
+            a->vsock_port = (unsigned)strtoul(w + 17, NULL, 10);
+        else if (strcmp(w, "vmlet.debug=1") == 0)
+            a->debug = true;
+        else if (strncmp(w, "vmlet.misbehave=", 16) == 0)
+            snprintf(a->misbehave, sizeof a->misbehave, "%s", w + 16);
+    }
+}
+
+// Loads each module named in the load-order file (paths under
+// /lib/modules, dependencies first, as build.sh wrote them).
+void boot_modules(void)
+{
+    FILE *list = fopen(MODULES_LIST, "re");
+    if (!list) {
+        alog("no %s: loading no modules", MODULES_LIST);
+        return;
+    }
+    char line[512];
+    int loaded = 0;
+    int64_t t0 = uptime_ms();
+    while (fgets(line, sizeof line, list)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#')
+            continue;
+        char path[600];
+        snprintf(path, sizeof path, "/lib/modules/%s", line);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            alog("module %s: %s", path, strerror(errno));
+            continue;
+        }
+        if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+            alog("module %s: %s", line, strerror(errno));
+        else
+            loaded++;
+        close(fd);
+    }
+    fclose(list);
+    alog_debug("%d modules loaded in %lld ms", loaded, (long long)(uptime_ms() - t0));
+}
+
+// Moves the root from the initramfs to a tmpfs: the initramfs's files are
+// deleted first (they are only the agent and modules, now in memory), the
+// kernel file systems move along, and the agent chroots into the tmpfs.
+int boot_switch_root(vmlet_err_t *err)
+{
+    if (mkdir(NEWROOT, 0755) < 0 && errno != EEXIST)
+        return vmlet_err_errno(err, errno, "mkdir %s", NEWROOT);
+    if (mount("tmpfs", NEWROOT, "tmpfs", 0, "mode=0755") < 0)
+        return vmlet_err_errno(err, errno, "mount tmpfs on %s", NEWROOT);
+    static const char *const moved[] = {"/dev", "/proc", "/sys"};
+    for (size_t i = 0; i < sizeof moved / sizeof moved[0]; i++) {
+        char to[64];
+        snprintf(to, sizeof to, NEWROOT "%s", moved[i]);
+        mkdir(to, 0755);
+        if (mount(moved[i], to, NULL, MS_MOVE, NULL) < 0)
+            return vmlet_err_errno(err, errno, "move %s to %s", moved[i], to);
+    }
+    // What is left on the initramfs is ours to free.
+    static const char *const gone[] = {"/init", "/lib", "/etc", "/bin", "/sbin"};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        rm_rf(gone[i]);
+    if (chdir(NEWROOT) < 0)
+        return vmlet_err_errno(err, errno, "chdir %s", NEWROOT);
+    if (mount(NEWROOT, "/", NULL, MS_MOVE, NULL) < 0)
+        return vmlet_err_errno(err, errno, "move %s to /", NEWROOT);
+    if (chroot(".") < 0)
+        return vmlet_err_errno(err, errno, "chroot into the new root");
+    if (chdir("/") < 0)
+        return vmlet_err_errno(err, errno, "chdir /");
+    static const char *const dirs[] = {"/run",      "/tmp",      RUN_DIR,        IMAGES_DIR,
+                                       VOLUMES_DIR, POD_ETC_DIR, CONTAINERS_DIR, SCRATCH_DIR};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        if (mkdir_p(dirs[i], 0755, err) < 0)
+            return -1;
+    chmod("/tmp", 01777);
+    return 0;
+}
+
+void boot_misc(void)
+{
+    // Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to PID 1,
+    // a graceful power-off, instead of an instant reboot.
+    reboot(RB_DISABLE_CAD);
+}

@@ -1,0 +1,18 @@
+// Early boot of PID 1 (see boot.c).
+#ifndef VMLET_AGENT_BOOT_H
+#define VMLET_AGENT_BOOT_H
+
+#include "agent.h"
+
+// devtmpfs, proc, sysfs, and /dev/console as stdin/stdout/stderr.
+int boot_mounts(vmlet_err_t *err);
+// vmlet.transport=serial|vsock, vmlet.vsock_port=N, vmlet.debug=1,
+// vmlet.misbehave=garbage|flood (the test build only).
+void boot_cmdline(agent_t *a);
+// finit_module for each line of /lib/modules/load-order.
+void boot_modules(void);
+// From the initramfs to a tmpfs root, so containers can pivot_root.
+int boot_switch_root(vmlet_err_t *err);
+void boot_misc(void);
+
+#endif

@@ -222,6 +222,8 @@ struct agent {
     exec_t *execs;
     fwd_t *fwds;
 
+    bool output_held; // containers' pipes left unread until the host acks
+
     // Powering off.
     int power_state; // 0 running, 1 waiting for processes, 2 done
     int64_t power_deadline_ms;

@@ -7,6 +7,7 @@
 
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -74,8 +75,46 @@ void boot_cmdline(agent_t *a)
     }
 }
 
-// Loads each module named in the load-order file (paths under
-// /lib/modules, dependencies first, as build.sh wrote them).
+// Whether the VM has a virtio device of each ID (1 net, 2 block, 3
+// console, 19 vsock...), once the virtio-mmio transport has found them.
+static void s_virtio_devices(bool present[64])
+{
+    memset(present, 0, 64 * sizeof *present);
+    DIR *d = opendir("/sys/bus/virtio/devices");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[300], id[32];
+        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/device", e->d_name);
+        if (e->d_name[0] == '.' || read_small_file(path, id, sizeof id) <= 0)
+            continue;
+        unsigned long n = strtoul(id, NULL, 0);
+        if (n < 64)
+            present[n] = true;
+    }
+    if (d)
+        closedir(d);
+}
+
+// "always", or "virtio:N[,virtio:M...]": whether a module is needed here.
+static bool s_wanted(const char *cond, bool present[64], bool *scanned)
+{
+    if (strcmp(cond, "always") == 0)
+        return true;
+    if (!*scanned) {
+        s_virtio_devices(present);
+        *scanned = true;
+    }
+    for (const char *p = cond; (p = strstr(p, "virtio:")); p += 7) {
+        unsigned long n = strtoul(p + 7, NULL, 10);
+        if (n < 64 && present[n])
+            return true;
+    }
+    return false;
+}
+
+// Loads the modules named in the load-order file ("CONDITION PATH" lines,
+// paths under /lib/modules, dependencies first, as build.sh wrote them),
+// the drivers only for devices this VM has.
 void boot_modules(void)
 {
     FILE *list = fopen(MODULES_LIST, "re");
@@ -85,22 +124,33 @@ void boot_modules(void)
     }
     char line[512];
     int loaded = 0;
+    bool present[64], scanned = false;
     int64_t t0 = uptime_ms();
     while (fgets(line, sizeof line, list)) {
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[0] || line[0] == '#')
             continue;
+        char *rel = strchr(line, ' ');
+        if (rel) {
+            *rel++ = '\0';
+            if (!s_wanted(line, present, &scanned))
+                continue;
+        } else {
+            rel = line;
+        }
         char path[600];
-        snprintf(path, sizeof path, "/lib/modules/%s", line);
+        snprintf(path, sizeof path, "/lib/modules/%s", rel);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             alog("module %s: %s", path, strerror(errno));
             continue;
         }
+        int64_t t = uptime_ms();
         if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
-            alog("module %s: %s", line, strerror(errno));
+            alog("module %s: %s", rel, strerror(errno));
         else
             loaded++;
+        alog_debug("module %s: %lld ms", rel, (long long)(uptime_ms() - t));
         close(fd);
     }
     fclose(list);

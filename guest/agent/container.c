@@ -304,7 +304,15 @@ static void s_on_output(agent_t *a, void *obj, int fd, short revents)
 
 void containers_watch(agent_t *a)
 {
-    if (link_backpressure(a))
+    bool held = link_backpressure(a);
+    if (held != a->output_held) {
+        a->output_held = held;
+        if (held)
+            alog("output held: %zu bytes wait for the host's ack", a->link.unacked_bytes);
+        else
+            alog("output flows again");
+    }
+    if (held)
         return; // the pipes fill up and the writers wait: nothing is lost
     for (size_t i = 0; i < a->n_containers; i++)
         for (int k = 0; k < 2; k++)

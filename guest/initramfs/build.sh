@@ -8,7 +8,8 @@
 # OUT_FILE's name picks the compression: .gz (gzip), .lz4 (lz4 legacy, as
 # the kernel reads it), anything else uncompressed. Modules come with their
 # dependencies from modules.dep, loaded dependencies first (the agent reads
-# /lib/modules/load-order; loading virtio before virtio_ring fails).
+# /lib/modules/load-order, lines "CONDITION PATH"; loading virtio before
+# virtio_ring fails).
 set -euo pipefail
 
 die() {
@@ -29,8 +30,14 @@ moddir=$kdir/modules/$release
 # (with evdev, to read it) for a graceful power-off.
 wanted=(virtio_ring virtio virtio_mmio virtio_blk virtio_console failover net_failover virtio_net
     overlay vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport button evdev)
+# A device driver is loaded only when the VM has such a device (the agent
+# reads /sys/bus/virtio/devices/*/device): virtio IDs 1 net, 2 block,
+# 3 console, 19 vsock. Its dependencies inherit the condition.
+declare -A when=([virtio_net]=virtio:1 [virtio_blk]=virtio:2 [virtio_console]=virtio:3
+    [vmw_vsock_virtio_transport]=virtio:19 [vmw_vsock_virtio_transport_common]=virtio:19
+    [vsock]=virtio:19 [failover]=virtio:1 [net_failover]=virtio:1)
 
-declare -A path deps seen
+declare -A path deps seen tags
 while IFS= read -r line; do
     mod=${line%%:*}
     name=$(basename "$mod" .ko)
@@ -54,6 +61,21 @@ for m in "${wanted[@]}"; do
     [ -n "${path[$m]:-}" ] || die "module $m is not in $moddir/modules.dep"
     visit "$m"
 done
+# Each module's condition: "always" if anything unconditional needs it,
+# else the devices of the drivers that do (modules.dep lists every
+# dependency, not only direct ones).
+for m in "${wanted[@]}"; do
+    t=${when[$m]:-always}
+    for d in "${path[$m]}" ${deps[$m]}; do
+        n=$(basename "$d" .ko)
+        n=${n//-/_}
+        case ",${tags[$n]:-}," in
+        *,always,* | *",$t,"*) ;;
+        ,,) tags[$n]=$t ;;
+        *) [ "$t" = always ] && tags[$n]=always || tags[$n]="${tags[$n]},$t" ;;
+        esac
+    done
+done
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/vmlet-initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
@@ -63,7 +85,7 @@ for m in "${order[@]}"; do
     rel=${path[$m]}
     mkdir -p "$stage/lib/modules/$(dirname "$rel")"
     cp "$moddir/$rel" "$stage/lib/modules/$rel"
-    echo "$rel" >>"$stage/lib/modules/load-order"
+    echo "${tags[$m]} $rel" >>"$stage/lib/modules/load-order"
 done
 strip -o "$stage/init" "$agent" 2>/dev/null || cp "$agent" "$stage/init"
 chmod 0755 "$stage/init"
@@ -81,4 +103,4 @@ case $out in
 *) mv "$tmp.cpio" "$tmp" ;;
 esac
 mv "$tmp" "$out"
-echo "initramfs: $out ($(stat -c %s "$out") bytes; modules: ${order[*]})"
+echo "initramfs: $out ($(stat -c %s "$out") bytes; modules: ${order[*]})" >&2

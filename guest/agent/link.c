@@ -161,6 +161,11 @@ void link_on_disconnect(agent_t *a)
     s_clear_write_queue(l);
     l->rlen = 0;
     l->host_answered = false;
+    // Exec sessions and port-forwards belong to the host that opened them:
+    // their bytes are not kept, and a host that comes back knows nothing
+    // of them. Left alone, an exec would wait forever for window updates.
+    execs_kill_all(a);
+    forwards_close_all(a);
 }
 
 void link_flush(agent_t *a)

@@ -63,7 +63,7 @@ typedef struct {
     size_t n_ctrs;
     stream_rec_t streams[16];
     size_t n_streams;
-    int hellos, ready;
+    int hellos, ready, pongs;
     char error_what[64], error_msg[1024];
     // reconnect test: chunks read by the agent before this moment that arrived after it
     int64_t reconnect_unix_ns;
@@ -158,6 +158,9 @@ static void s_record(rec_t *r, Vmlet__GuestMessage *m)
         break;
     case VMLET__GUEST_MESSAGE__BODY_POD_READY:
         r->ready++;
+        break;
+    case VMLET__GUEST_MESSAGE__BODY_PONG:
+        r->pongs++;
         break;
     case VMLET__GUEST_MESSAGE__BODY_STARTED:
         s_ctr(r, m->started->name)->started++;
@@ -964,6 +967,74 @@ static void test_port_forward_to_httpd(void **state)
                  "connect 127.0.0.1:8081: Connection refused");
 }
 
+static bool c_error(rec_t *r, const void *arg)
+{
+    (void)arg;
+    return r->error_what[0] != '\0';
+}
+static bool c_pong(rec_t *r, const void *arg)
+{
+    return r->pongs >= *(const int *)arg;
+}
+
+static void s_ping(rec_t *r)
+{
+    int want = r->pongs + 1;
+    Vmlet__Ping ping = VMLET__PING__INIT;
+    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
+    msg.body_case = VMLET__GUEST_MESSAGE__BODY_PING;
+    msg.ping = &ping;
+    s_send(r, &msg);
+    s_wait(r, c_pong, &want, STEP_TIMEOUT_MS, "a Pong");
+}
+
+static void s_write_raw(rec_t *r, const void *bytes, size_t len)
+{
+    s_flush(r);
+    int fd = vmlet_agent_channel_fd(r->ch);
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+    fcntl(fd, F_SETFL, fl);
+}
+
+// Bad host input is an AgentError "protocol", never a crash: the agent
+// answers pings after each.
+static void test_bad_host_input_is_an_agent_error(void **state)
+{
+    (void)state;
+    NEED_VM();
+    rec_t *r = &S.r;
+    static const uint8_t garbage[] = {0, 0, 0, 6, 0x0a, 0x7f, 0xff, 0xff, 0xff, 0xff};
+    r->error_what[0] = '\0';
+    s_write_raw(r, garbage, sizeof garbage);
+    s_wait(r, c_error, NULL, STEP_TIMEOUT_MS, "the agent's protocol error");
+    assert_string_equal(r->error_what, "protocol");
+    s_assert_has(r->error_msg, "does not unpack");
+    s_ping(r);
+
+    // A message only the agent sends.
+    Vmlet__AgentHello hello = VMLET__AGENT_HELLO__INIT;
+    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
+    msg.body_case = VMLET__GUEST_MESSAGE__BODY_HELLO;
+    msg.hello = &hello;
+    r->error_what[0] = '\0';
+    s_send(r, &msg);
+    s_wait(r, c_error, NULL, STEP_TIMEOUT_MS, "the agent's protocol error");
+    s_assert_has(r->error_msg, "not one the host sends");
+    s_ping(r);
+
+    // An impossible length: the framing is lost, so the agent starts the
+    // connection over, Hello first.
+    static const uint8_t absurd[] = {0xff, 0xff, 0xff, 0xf0};
+    int hellos = r->hellos + 1;
+    r->error_what[0] = '\0';
+    s_write_raw(r, absurd, sizeof absurd);
+    s_wait(r, c_hello, &hellos, STEP_TIMEOUT_MS, "the Hello after a lost framing");
+    s_assert_has(r->error_msg, "impossible");
+    s_ping(r);
+}
+
 // The host goes away while a container prints, and comes back: Hello
 // first, then the missed output in order, no line lost or doubled.
 static void test_reconnect_resends_missed_output(void **state)
@@ -1181,6 +1252,7 @@ int main(void)
         cmocka_unit_test(test_exec_timeout_and_not_running),
         cmocka_unit_test(test_network_in_the_vm),
         cmocka_unit_test(test_port_forward_to_httpd),
+        cmocka_unit_test(test_bad_host_input_is_an_agent_error),
         cmocka_unit_test(test_reconnect_resends_missed_output),
         cmocka_unit_test(test_output_held_while_host_away),
         cmocka_unit_test(test_sigterm_reaches_the_container),

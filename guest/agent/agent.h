@@ -34,6 +34,7 @@
 #define VOLUMES_DIR RUN_DIR "/volumes"       // tmpfs-backed volumes
 #define POD_ETC_DIR RUN_DIR "/etc"           // resolv.conf, hosts, hostname
 #define CONTAINERS_DIR RUN_DIR "/containers" // roots and termination logs
+#define CGROUP_DIR "/sys/fs/cgroup"          // cgroup2: one group per container
 
 typedef struct agent agent_t;
 typedef struct frame frame_t;
@@ -123,6 +124,8 @@ typedef struct container {
     char root[128]; // its overlay, mounted in the agent's namespace
     char upper[128], work[128];
     char termlog[128]; // bind-mounted at termination_message_path
+    char cgroup[128];  // its cgroup (empty without cgroup2), for OOM kills
+    long oom_kills;    // the cgroup's oom_kill count when this run started
     char *term_path;
     bool tty, stdin_open, root_mounted;
     mount_spec_t *mounts;
@@ -157,6 +160,8 @@ void containers_tick(agent_t *a, int64_t now);
 // The reaper found pid's exit; returns true if it was a container's.
 bool container_reaped(agent_t *a, pid_t pid, int status);
 void container_free(container_t *c);
+// Moves the calling process into the container's cgroup (a child, before exec).
+void container_join_cgroup(const container_t *c);
 
 // --- exec and port-forward (exec.c, forward.c, stream.c) ---------------------------------
 void exec_start(agent_t *a, const Vmlet__ExecStart *req);
@@ -202,6 +207,7 @@ struct agent {
     int button_fd;
     // From the kernel command line.
     int transport_kind;
+    bool cgroups; // cgroup2 with the memory controller is mounted
     unsigned vsock_port;
     bool debug;
     char misbehave[16];

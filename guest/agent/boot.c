@@ -201,3 +201,16 @@ void boot_misc(void)
     // a graceful power-off, instead of an instant reboot.
     reboot(RB_DISABLE_CAD);
 }
+
+bool boot_cgroups(void)
+{
+    if (mount("cgroup2", CGROUP_DIR, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+        alog("cgroup2 on " CGROUP_DIR ": %s (no OOMKilled reasons)", strerror(errno));
+        return false;
+    }
+    if (write_knob(CGROUP_DIR "/cgroup.subtree_control", "+memory +pids") < 0) {
+        alog("cgroup controllers: %s (no OOMKilled reasons)", strerror(errno));
+        return false;
+    }
+    return true;
+}

@@ -14,5 +14,8 @@ void boot_modules(void);
 // From the initramfs to a tmpfs root, so containers can pivot_root.
 int boot_switch_root(vmlet_err_t *err);
 void boot_misc(void);
+// cgroup2 on /sys/fs/cgroup with the memory and pids controllers for the
+// containers' groups. Returns false (and the agent goes on) if it cannot.
+bool boot_cgroups(void);
 
 #endif

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -96,12 +97,36 @@ static void s_start_failed(agent_t *a, container_t *c, int code, const char *why
     c->pid = -1;
 }
 
+// The cgroup's count of processes the OOM killer took (any OOM, the VM's
+// own included), from memory.events.
+static long s_oom_kills(const container_t *c)
+{
+    if (!c->cgroup[0])
+        return 0;
+    char path[200], buf[1024];
+    snprintf(path, sizeof path, "%s/memory.events", c->cgroup);
+    if (read_small_file(path, buf, sizeof buf) < 0)
+        return 0;
+    const char *p = strstr(buf, "oom_kill ");
+    return p ? strtol(p + 9, NULL, 10) : 0;
+}
+
+void container_join_cgroup(const container_t *c)
+{
+    if (!c->cgroup[0])
+        return;
+    char path[200];
+    snprintf(path, sizeof path, "%s/cgroup.procs", c->cgroup);
+    write_knob(path, "0"); // "0": the writer itself; without it only OOMKilled is lost
+}
+
 // The container's first process: PID 1 of its own namespace. Never returns.
 __attribute__((noreturn)) static void s_child(agent_t *a, container_t *c, int sock, int out,
                                               int errw, int in)
 {
     child_reset_signals();
     setsid();
+    container_join_cgroup(c);
     vmlet_err_t err = {0};
     if (rootfs_enter(a, c, &err) < 0)
         child_fail(sock, START_FAILED_SETUP, "%s", err.msg);
@@ -173,6 +198,14 @@ void container_start(agent_t *a, const Vmlet__StartContainer *start)
         s_start_failed(a, c, START_FAILED_SETUP, err.msg);
         return;
     }
+    if (a->cgroups && !c->cgroup[0]) {
+        snprintf(c->cgroup, sizeof c->cgroup, CGROUP_DIR "/vmlet-%s", c->name);
+        if (mkdir(c->cgroup, 0755) < 0 && errno != EEXIST) {
+            alog("cgroup %s: %s", c->cgroup, strerror(errno));
+            c->cgroup[0] = '\0';
+        }
+    }
+    c->oom_kills = s_oom_kills(c);
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1}, sv[2] = {-1, -1};
     if ((!c->tty && (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
                      (c->stdin_open && pipe2(inp, O_CLOEXEC) < 0))) ||
@@ -332,6 +365,8 @@ static void s_report(agent_t *a, container_t *c)
         e.exit_code = WEXITSTATUS(c->status);
     }
     e.reason = e.exit_code == 0 ? "Completed" : "Error";
+    if (e.exit_code != 0 && s_oom_kills(c) > c->oom_kills)
+        e.reason = "OOMKilled";
     e.has_started_unix_ms = 1;
     e.started_unix_ms = c->started_unix_ms;
     e.has_finished_unix_ms = 1;

@@ -87,6 +87,7 @@ __attribute__((noreturn)) static void s_child(const container_t *c, const Vmlet_
                                               int mntns, int sock, int in, int out, int errw)
 {
     child_reset_signals();
+    container_join_cgroup(c);
     if (setns(mntns, CLONE_NEWNS) < 0)
         child_fail(sock, START_FAILED_SETUP, "join the mount namespace of %s: %s", c->name,
                    strerror(errno));

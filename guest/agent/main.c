@@ -139,6 +139,7 @@ int main(void)
     boot_misc();
     if (boot_switch_root(&err) < 0)
         s_fatal("switch root", &err);
+    a->cgroups = boot_cgroups();
     if (net_loopback_up(&err) < 0)
         alog("loopback: %s", err.msg);
     a->sigfd = s_signals();

@@ -91,14 +91,8 @@ static int s_sysctls(const Vmlet__PodSetup *s, vmlet_err_t *err)
             return vmlet_err_set(err, "sysctl \"%s\": bad name", kv);
         char path[300];
         snprintf(path, sizeof path, "/proc/sys/%s", name);
-        int fd = open(path, O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write_all(fd, eq + 1, strlen(eq + 1)) < 0) {
-            int e = errno;
-            if (fd >= 0)
-                close(fd);
-            return vmlet_err_errno(err, e, "sysctl %s", kv);
-        }
-        close(fd);
+        if (write_knob(path, eq + 1) < 0)
+            return vmlet_err_errno(err, errno, "sysctl %s", kv);
     }
     return 0;
 }

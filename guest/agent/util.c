@@ -142,6 +142,18 @@ int write_file(const char *path, const void *data, size_t len, mode_t mode, vmle
     return 0;
 }
 
+int write_knob(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = write_all(fd, s, strlen(s));
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 ssize_t read_small_file(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

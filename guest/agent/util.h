@@ -25,6 +25,9 @@ void alog_set_debug(bool on);
 int mkdir_p(const char *path, mode_t mode, vmlet_err_t *err);
 // Writes the whole file (created or truncated) with mode.
 int write_file(const char *path, const void *data, size_t len, mode_t mode, vmlet_err_t *err);
+// Writes s to an existing file (a sysfs, procfs or cgroupfs knob) in one
+// write. Returns 0 or -1 with errno.
+int write_knob(const char *path, const char *s);
 // Reads at most cap-1 bytes and NUL-terminates; returns the length or -1.
 ssize_t read_small_file(const char *path, char *buf, size_t cap);
 // Removes path and everything under it, staying on its file system.

@@ -1127,6 +1127,26 @@ static void test_output_held_while_host_away(void **state)
     c->len[0] = 0;
 }
 
+// A container that takes more memory than the VM has is killed by the
+// guest's OOM killer, and says so.
+static void test_oom_kill_is_oomkilled(void **state)
+{
+    (void)state;
+    NEED_VM();
+    // One buffer between what is available and all the VM has: the
+    // allocation is allowed (it is below MemTotal) and filling it is not.
+    const char *argv[] = {"/bin/sh", "-c",
+                          "t=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo); "
+                          "a=$(awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo); "
+                          "echo total $t available $a >&2; "
+                          "exec dd if=/dev/zero of=/dev/null bs=$(((t + a) / 2))M count=1",
+                          NULL};
+    ctr_rec_t *c =
+        s_run(&S.r, &(start_t){.name = "side", .instance = 4, .argv = argv, .fresh = true});
+    assert_int_equal(c->exit->exit_code, 128 + SIGKILL);
+    assert_string_equal(c->exit->reason, "OOMKilled");
+}
+
 static void test_sigterm_reaches_the_container(void **state)
 {
     (void)state;
@@ -1255,6 +1275,7 @@ int main(void)
         cmocka_unit_test(test_bad_host_input_is_an_agent_error),
         cmocka_unit_test(test_reconnect_resends_missed_output),
         cmocka_unit_test(test_output_held_while_host_away),
+        cmocka_unit_test(test_oom_kill_is_oomkilled),
         cmocka_unit_test(test_sigterm_reaches_the_container),
         cmocka_unit_test(test_ping_and_power_off),
         cmocka_unit_test(test_misbehaving_agent_is_rejected),

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -45,6 +46,8 @@ static void s_close_io(container_t *c)
 void container_free(container_t *c)
 {
     s_close_io(c);
+    if (c->root_mounted)
+        umount2(c->root, MNT_DETACH); // a setup retried after a failure mounts it afresh
     free(c->name);
     free(c->image);
     free(c->term_path);

@@ -65,7 +65,7 @@ static void s_flush(agent_t *a)
 
 static void s_finish(agent_t *a)
 {
-    containers_tick(a, INT64_MAX); // report what exited, output drained or not
+    containers_tick(a, INT64_MAX / 2); // report what exited, output drained or not
     s_flush(a);
     kill(-1, SIGKILL); // whatever is left, in every namespace
     while (waitpid(-1, NULL, WNOHANG) > 0)

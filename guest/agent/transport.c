@@ -54,6 +54,13 @@ static void s_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+static void s_async(agent_t *a, bool on)
+{
+    int fl = fcntl(a->t.fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(a->t.fd, F_SETFL, on ? fl | O_ASYNC : fl & ~O_ASYNC);
+}
+
 // The port appears once the console driver has talked with the device
 // (after module load), and its /dev node a moment later.
 static int s_open_serial(agent_t *a, vmlet_err_t *err)
@@ -74,9 +81,10 @@ static int s_open_serial(agent_t *a, vmlet_err_t *err)
         }
         s_sleep_ms(10);
     }
-    // SIGIO on host connect/disconnect (and data), read through signalfd.
+    // SIGIO on host connect/disconnect (and on data, so it is asked for
+    // only while no host is there), read through signalfd.
     fcntl(a->t.fd, F_SETOWN, getpid());
-    fcntl(a->t.fd, F_SETFL, fcntl(a->t.fd, F_GETFL) | O_ASYNC);
+    s_async(a, true);
     alog("agent channel: %s (%s)", a->t.path, PORT_NAME);
     return 0;
 }
@@ -150,10 +158,12 @@ void transport_drop(agent_t *a)
     if (!a->t.connected)
         return;
     a->t.connected = false;
-    if (a->t.kind == TRANSPORT_VSOCK)
+    if (a->t.kind == TRANSPORT_VSOCK) {
         fd_close(&a->t.fd);
-    else
+    } else {
+        s_async(a, true);
         s_discard_serial_input(a);
+    }
     link_on_disconnect(a);
 }
 
@@ -198,6 +208,7 @@ void transport_watch(agent_t *a)
             return;
         }
         a->t.connected = true;
+        s_async(a, false);
         link_on_connect(a);
     }
     if (a->t.connected && a->t.fd >= 0)

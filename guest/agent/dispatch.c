@@ -125,7 +125,7 @@ void dispatch_message(agent_t *a, const Vmlet__GuestMessage *msg)
     case VMLET__GUEST_MESSAGE__BODY_WRITE_FILES:
         if (!a->setup_done) {
             send_error(a, msg->body_case == VMLET__GUEST_MESSAGE__BODY_EXEC ? "exec" : "start",
-                       NULL, "the pod is not set up yet (no PodSetup received)");
+                       NULL, "the pod is not set up (no PodSetup has succeeded)");
             return;
         }
         break;

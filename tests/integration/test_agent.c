@@ -9,7 +9,8 @@
 //     timeout), port-forward to busybox httpd, a host reconnect with no
 //     gap or duplicate, SIGTERM, and PowerOff making QEMU exit;
 //  2. the misbehaving agent, rejected by agent_channel with a protocol error;
-//  3. a PodSetup naming a disk the VM lacks: AgentError "setup", clearly.
+//  3. a PodSetup naming a disk the VM lacks: AgentError "setup", clearly;
+//     retried, the disk found by its place in disk_serials (no serial).
 // Test images are ext4 disks made here from Debian's busybox-static.
 #include "testsupport.h"
 
@@ -1217,20 +1218,29 @@ static void test_misbehaving_agent_is_rejected(void **state)
     raw_vm_kill(&S.vm);
 }
 
-static void test_setup_error_is_clear(void **state)
+// A disk without a serial (as under Firecracker), a PodSetup naming one
+// the VM lacks: AgentError "setup" saying which, nothing runs; the same
+// setup again, now with the disk found by its place in disk_serials: ready.
+static void test_setup_error_then_disk_by_order(void **state)
 {
     (void)state;
     NEED_VM();
+    char path[700];
+    snprintf(path, sizeof path, "%s/img-b.ext4", S.dir);
+    raw_vm_disk_t disk = {.path = path, .read_only = true};
     rec_t r;
-    s_boot(S.initrd, NULL, 0, false, NULL, &r);
+    s_boot(S.initrd, &disk, 1, false, NULL, &r);
     Vmlet__GuestContainer c = VMLET__GUEST_CONTAINER__INIT;
-    c.name = "app";
+    c.name = "side";
     c.image_disk = "img-missing";
     Vmlet__GuestContainer *ctrs[] = {&c};
+    char *serials[] = {"img-b"};
     Vmlet__PodSetup s = VMLET__POD_SETUP__INIT;
-    s.hostname = "no-disks";
+    s.hostname = "no-scratch";
     s.containers = ctrs;
     s.n_containers = 1;
+    s.disk_serials = serials;
+    s.n_disk_serials = 1;
     Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
     msg.body_case = VMLET__GUEST_MESSAGE__BODY_SETUP;
     msg.setup = &s;
@@ -1238,13 +1248,24 @@ static void test_setup_error_is_clear(void **state)
     s_wait(&r, c_ready, NULL, STEP_TIMEOUT_MS, "the setup's answer");
     assert_int_equal(r.ready, 0);
     assert_string_equal(r.error_what, "setup");
-    s_assert_has(r.error_msg, "no disk with serial img-missing");
+    s_assert_has(r.error_msg, "no disk with serial img-missing (disks: vda=(no serial))");
     // Messages that need a set-up pod are refused, not run.
-    const char *argv[] = {"true", NULL};
-    s_start(&r, &(start_t){.name = "app", .argv = argv});
+    const char *argv[] = {"/bin/sh", "-c", "cat /only-in-b; hostname", NULL};
+    s_start(&r, &(start_t){.name = "side", .argv = argv});
     r.error_what[0] = '\0';
     s_wait(&r, c_ready, NULL, STEP_TIMEOUT_MS, "the refusal");
     s_assert_has(r.error_msg, "not set up");
+
+    c.image_disk = "img-b";
+    r.error_what[0] = '\0';
+    s_send(&r, &msg);
+    s_wait(&r, c_ready, NULL, STEP_TIMEOUT_MS, "the retried setup's answer");
+    assert_string_equal(r.error_what, "");
+    assert_int_equal(r.ready, 1);
+    ctr_rec_t *out = s_run(&r, &(start_t){.name = "side", .argv = argv});
+    assert_int_equal(out->exit->exit_code, 0);
+    assert_string_equal(out->out[0], "only b has this\nno-scratch\n");
+
     Vmlet__PowerOff off = VMLET__POWER_OFF__INIT;
     msg = (Vmlet__GuestMessage)VMLET__GUEST_MESSAGE__INIT;
     msg.body_case = VMLET__GUEST_MESSAGE__BODY_POWER_OFF;
@@ -1279,7 +1300,7 @@ int main(void)
         cmocka_unit_test(test_sigterm_reaches_the_container),
         cmocka_unit_test(test_ping_and_power_off),
         cmocka_unit_test(test_misbehaving_agent_is_rejected),
-        cmocka_unit_test(test_setup_error_is_clear),
+        cmocka_unit_test(test_setup_error_then_disk_by_order),
     };
     if (getenv("VMLET_TEST_FILTER"))
         cmocka_set_test_filter(getenv("VMLET_TEST_FILTER"));

@@ -145,6 +145,9 @@ void pod_vm_desired(pod_vm_t *self, const char *spec_hash);
 void pod_vm_stop(pod_vm_t *self, int64_t grace_s, const char *reason);
 void pod_vm_restart_container(pod_vm_t *self, const char *name, const char *reason,
                               const char *message);
+// The pod cannot run here: its VM is killed and released, its containers
+// end, and it stays failed (reason, message) until it is deleted.
+void pod_vm_fail(pod_vm_t *self, const char *reason, const char *message);
 // Called by the launcher's tick; also after images change.
 void pod_vm_tick(pod_vm_t *self);
 // The VMM process exited.

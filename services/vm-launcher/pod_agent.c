@@ -296,11 +296,7 @@ static void s_protocol_error(pod_vm_t *self, const char *why)
         char message[512];
         snprintf(message, sizeof message, "the guest agent broke the protocol %d times; last: %.400s",
                  self->protocol_errors, why);
-        pod_vm_set_state(self, PV_FAILED, "AgentProtocolError", message);
-        pod_vm_stop(self, 0, "agent protocol errors");
-        if (self->vm)
-            vmm_kill(self->vm, 5000, NULL);
-        pod_vm_on_vm_exit(self);
+        pod_vm_fail(self, "AgentProtocolError", message);
     }
 }
 

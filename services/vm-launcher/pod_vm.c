@@ -420,6 +420,31 @@ void pod_vm_on_vm_exit(pod_vm_t *self)
     pod_vm_set_state(self, PV_PENDING, "VmStopped", "the pod's VM stopped; booting a new one");
 }
 
+void pod_vm_fail(pod_vm_t *self, const char *reason, const char *message)
+{
+    int64_t now = vmlet_unix_ms();
+    for (size_t i = 0; i < self->n_ctrs; i++) {
+        ctr_t *c = &self->ctrs[i];
+        c->done = true;
+        if (c->phase != CTR_RUNNING)
+            continue;
+        cri_log_close(&self->logs[i]);
+        ctr_exit_t e = {.exit_code = 137, .signal = SIGKILL, .started_unix_ms = c->started_unix_ms,
+                        .finished_unix_ms = now};
+        snprintf(e.reason, sizeof e.reason, "Error");
+        snprintf(e.message, sizeof e.message, "%s", message);
+        ctr_exited(c, &e);
+    }
+    if (self->vm) {
+        vmlet_err_t err = {0};
+        if (vmm_kill(self->vm, 5000, &err) < 0)
+            vmlet_log_warn(self->l->log, VMLET_KV({"pod", self->desc}), "%s", err.msg);
+    }
+    s_release_vm(self);
+    s_release_network(self);
+    pod_vm_set_state(self, PV_FAILED, reason, message);
+}
+
 // --- running: what starts when ---------------------------------------------------------
 
 bool pod_vm_all_done(const pod_vm_t *self)

@@ -316,7 +316,8 @@ static void test_env_args_volumes_succeed(void **state)
             "    args:\n"
             "    - 'echo \"args: $0 $1\"; echo GREETING=$GREETING; echo POD_IP=$POD_IP; "
             "echo SECRET=$SECRET; echo MODE=$MODE; stat -c \"%%a %%n\" /cfg/app.conf "
-            "/sec/password; cat /cfg/app.conf; grep \" /sec \" /proc/mounts; echo done'\n"
+            "/sec/password; cat /cfg/app.conf; grep \" /sec \" /proc/mounts; echo host=$(hostname); "
+            "grep -v \"^#\" /etc/hosts | grep env; echo done'\n"
             "    - first-$(NAME)\n    - second\n"
             "    env:\n"
             "    - {name: NAME, value: vmlet}\n"
@@ -343,6 +344,9 @@ static void test_env_args_volumes_succeed(void **state)
     s_expect_log("env", "main", 0, "400 /sec/password\n");
     s_expect_log("env", "main", 0, "port=8080\n");
     s_expect_log("env", "main", 0, " /sec tmpfs ");
+    s_expect_log("env", "main", 0, "stdout F host=env\n");
+    snprintf(want, sizeof want, "stdout F %s\tenv\n", ip); // the kubelet's /etc/hosts line
+    s_expect_log("env", "main", 0, want);
     s_expect_log("env", "main", 0, "stdout F done\n");
     cJSON *pod = s_pod("env");
     const cJSON *term = s_get(pod, "status.containerStatuses.0.state.terminated");

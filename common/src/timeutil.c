@@ -82,15 +82,27 @@ char *vmlet_format_rfc3339(int64_t unix_s, char *buf, size_t cap)
     return buf;
 }
 
-char *vmlet_format_rfc3339_micro(int64_t unix_us, char *buf, size_t cap)
+// "<date>T<time>.<fraction>Z" with `digits` digits of a fraction of `per_second`.
+static char *s_format_fraction(int64_t units, int64_t per_second, int digits, char *buf,
+                               size_t cap)
 {
-    time_t t = (time_t)(unix_us / 1000000);
+    time_t t = (time_t)(units / per_second);
     struct tm tm;
     gmtime_r(&t, &tm);
     char head[24];
     strftime(head, sizeof head, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, cap, "%s.%06lldZ", head, (long long)(unix_us % 1000000));
+    snprintf(buf, cap, "%s.%0*lldZ", head, digits, (long long)(units % per_second));
     return buf;
+}
+
+char *vmlet_format_rfc3339_micro(int64_t unix_us, char *buf, size_t cap)
+{
+    return s_format_fraction(unix_us, 1000000, 6, buf, cap);
+}
+
+char *vmlet_format_rfc3339_nano(int64_t unix_ns, char *buf, size_t cap)
+{
+    return s_format_fraction(unix_ns, 1000000000, 9, buf, cap);
 }
 
 int vmlet_parse_rfc3339(const char *text, int64_t *unix_s)

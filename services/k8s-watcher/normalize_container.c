@@ -1,6 +1,7 @@
 // One container of a pod into the normalised Container (see normalize.h).
 #include "normalize_internal.h"
 
+#include "vmlet/env_name.h"
 #include "vmlet/image_ref.h"
 #include "vmlet/quantity.h"
 
@@ -97,16 +98,6 @@ static void s_env(norm_t *n, Vmlet__Container *out, const cJSON *env)
     }
 }
 
-// What the kubelet accepts as an environment variable name.
-static bool s_env_name_ok(const char *name)
-{
-    if (!*name || isdigit((unsigned char)*name))
-        return false;
-    for (const char *p = name; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("_-.", *p))
-            return false;
-    return true;
-}
 
 // envFrom a ConfigMap: its keys are resolved now, kept in their place
 // among the envFrom sources (the order decides which value wins).
@@ -130,7 +121,7 @@ static void s_env_from_configmap(norm_t *n, Vmlet__Container *out, const cJSON *
     {
         char *name = vmlet_xmalloc(strlen(prefix) + strlen(kv->string) + 1);
         strcat(strcpy(name, prefix), kv->string);
-        if (!s_env_name_ok(name) || !cJSON_IsString(kv)) {
+        if (!vmlet_env_name_ok(name) || !cJSON_IsString(kv)) {
             free(name); // skipped, as the kubelet does
             continue;
         }

@@ -3,6 +3,7 @@
 
 #include "expand.h"
 
+#include "vmlet/env_name.h"
 #include "vmlet/pb.h"
 #include "vmlet/quantity.h"
 #include "vmlet/xalloc.h"
@@ -303,15 +304,6 @@ static void s_secrets_free(secrets_t *s)
 
 // --- the environment ---------------------------------------------------------------
 
-static bool s_env_name_ok(const char *name)
-{
-    if (!*name || isdigit((unsigned char)*name))
-        return false;
-    for (const char *p = name; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("_-.", *p))
-            return false;
-    return true;
-}
 
 static int s_problem(run_problem_t *p, const char *reason, bool retryable, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -350,7 +342,7 @@ static int s_env_from(secrets_t *secrets, const Vmlet__EnvFromSource *from, env_
     {
         char *name = vmlet_xmalloc(strlen(prefix) + strlen(kv->string) + 1);
         strcat(strcpy(name, prefix), kv->string);
-        if (s_env_name_ok(name) && cJSON_IsString(kv)) // others skipped, as the kubelet does
+        if (vmlet_env_name_ok(name) && cJSON_IsString(kv)) // others skipped, as the kubelet does
             s_env_set(env, name, vmlet_xstrdup(kv->valuestring));
         free(name);
     }

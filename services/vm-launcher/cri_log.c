@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 struct cri_log {
@@ -29,13 +28,7 @@ static const char *const stream_names[2] = {"stdout", "stderr"};
 
 char *cri_log_timestamp(int64_t unix_ns, char *buf, size_t cap)
 {
-    time_t secs = (time_t)(unix_ns / 1000000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char date[24];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, cap, "%s.%09lldZ", date, (long long)(unix_ns % 1000000000));
-    return buf;
+    return vmlet_format_rfc3339_nano(unix_ns, buf, cap);
 }
 
 void cri_log_path_for(char *buf, size_t cap, const char *log_dir, const char *namespace_,

@@ -145,6 +145,12 @@ void pod_vm_desired(pod_vm_t *self, const char *spec_hash);
 void pod_vm_stop(pod_vm_t *self, int64_t grace_s, const char *reason);
 void pod_vm_restart_container(pod_vm_t *self, const char *name, const char *reason,
                               const char *message);
+// Every running container ended with its VM (exit 137, message); with
+// may_restart those restartPolicy runs again are left to run (see
+// pod_vm_schedule_restarts), the others are done.
+void pod_vm_end_running(pod_vm_t *self, const char *message, bool may_restart);
+// Terminated containers that will run again get their restart time.
+void pod_vm_schedule_restarts(pod_vm_t *self);
 // The pod cannot run here: its VM is killed and released, its containers
 // end, and it stays failed (reason, message) until it is deleted.
 void pod_vm_fail(pod_vm_t *self, const char *reason, const char *message);

@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -360,22 +359,9 @@ static void s_adopt_one(launcher_t *l, const char *uid)
         } else {
             // The VM went while we were away: what ran in it ended with it.
             vmlet_log_warn(l->log, VMLET_KV({"pod", pod->desc}), "its VM is gone: %s", err.msg);
-            int64_t now = vmlet_unix_ms();
-            for (size_t i = 0; i < pod->n_ctrs; i++) {
-                ctr_t *c = &pod->ctrs[i];
-                if (c->phase != CTR_RUNNING)
-                    continue;
-                ctr_exit_t e = {.exit_code = 137, .signal = SIGKILL,
-                                .started_unix_ms = c->started_unix_ms, .finished_unix_ms = now};
-                snprintf(e.reason, sizeof e.reason, "Error");
-                snprintf(e.message, sizeof e.message, "the pod's VM was gone when its launcher came back");
-                ctr_exited(c, &e);
-                if (!pod->spec || pod->stop_requested ||
-                    !ctr_should_restart(pod->spec->restart_policy, c->init, 137))
-                    c->done = true;
-                else
-                    ctr_schedule_restart(c, &l->backoff, pod->desc);
-            }
+            pod_vm_end_running(pod, "the pod's VM was gone when its launcher came back",
+                               !pod->stop_requested);
+            pod_vm_schedule_restarts(pod);
             pod_vm_set_state(pod, pod->stop_requested || pod_vm_all_done(pod) ? PV_STOPPED : PV_PENDING,
                              "VmStopped", "the pod's VM was gone when its launcher came back");
         }

@@ -381,23 +381,11 @@ void pod_vm_on_vm_exit(pod_vm_t *self)
         return;
     vmlet_log_info(self->l->log, VMLET_KV({"pod", self->desc}), "the VM's process exited");
     pv_state_t was = self->state;
-    int64_t now = vmlet_unix_ms();
     bool expected = self->stop_requested || self->poweroff_sent;
     // Whatever ran in it ended with it.
-    for (size_t i = 0; i < self->n_ctrs; i++) {
-        ctr_t *c = &self->ctrs[i];
-        if (c->phase != CTR_RUNNING)
-            continue;
-        cri_log_close(&self->logs[i]);
-        ctr_exit_t e = {.exit_code = 137, .signal = SIGKILL, .started_unix_ms = c->started_unix_ms,
-                        .finished_unix_ms = now};
-        snprintf(e.reason, sizeof e.reason, "Error");
-        snprintf(e.message, sizeof e.message, "%s",
-                 expected ? "stopped with the pod's VM" : "the pod's VM stopped unexpectedly");
-        ctr_exited(c, &e);
-        if (expected || !ctr_should_restart(self->spec->restart_policy, c->init, e.exit_code))
-            c->done = true;
-    }
+    pod_vm_end_running(self, expected ? "stopped with the pod's VM"
+                                      : "the pod's VM stopped unexpectedly",
+                       !expected);
     s_release_vm(self);
     if (expected || was == PV_STOPPING) {
         s_release_network(self);
@@ -414,18 +402,15 @@ void pod_vm_on_vm_exit(pod_vm_t *self)
         pod_vm_set_state(self, PV_STOPPED, "Completed", NULL);
         return;
     }
-    for (size_t i = 0; i < self->n_ctrs; i++)
-        if (!self->ctrs[i].done && self->ctrs[i].phase == CTR_TERMINATED)
-            ctr_schedule_restart(&self->ctrs[i], &self->l->backoff, self->desc);
+    pod_vm_schedule_restarts(self);
     pod_vm_set_state(self, PV_PENDING, "VmStopped", "the pod's VM stopped; booting a new one");
 }
 
-void pod_vm_fail(pod_vm_t *self, const char *reason, const char *message)
+void pod_vm_end_running(pod_vm_t *self, const char *message, bool may_restart)
 {
     int64_t now = vmlet_unix_ms();
     for (size_t i = 0; i < self->n_ctrs; i++) {
         ctr_t *c = &self->ctrs[i];
-        c->done = true;
         if (c->phase != CTR_RUNNING)
             continue;
         cri_log_close(&self->logs[i]);
@@ -434,7 +419,17 @@ void pod_vm_fail(pod_vm_t *self, const char *reason, const char *message)
         snprintf(e.reason, sizeof e.reason, "Error");
         snprintf(e.message, sizeof e.message, "%s", message);
         ctr_exited(c, &e);
+        if (!may_restart || !self->spec ||
+            !ctr_should_restart(self->spec->restart_policy, c->init, e.exit_code))
+            c->done = true;
     }
+}
+
+void pod_vm_fail(pod_vm_t *self, const char *reason, const char *message)
+{
+    pod_vm_end_running(self, message, false);
+    for (size_t i = 0; i < self->n_ctrs; i++)
+        self->ctrs[i].done = true;
     if (self->vm) {
         vmlet_err_t err = {0};
         if (vmm_kill(self->vm, 5000, &err) < 0)
@@ -443,6 +438,13 @@ void pod_vm_fail(pod_vm_t *self, const char *reason, const char *message)
     s_release_vm(self);
     s_release_network(self);
     pod_vm_set_state(self, PV_FAILED, reason, message);
+}
+
+void pod_vm_schedule_restarts(pod_vm_t *self)
+{
+    for (size_t i = 0; i < self->n_ctrs; i++)
+        if (!self->ctrs[i].done && self->ctrs[i].phase == CTR_TERMINATED)
+            ctr_schedule_restart(&self->ctrs[i], &self->l->backoff, self->desc);
 }
 
 // --- running: what starts when ---------------------------------------------------------

@@ -24,6 +24,8 @@ void vmlet_random_hex(char *out, size_t n_bytes);
 // ("2026-11-26T18:00:00.123456Z"). buf needs 32 bytes. Returns buf.
 char *vmlet_format_rfc3339(int64_t unix_s, char *buf, size_t cap);
 char *vmlet_format_rfc3339_micro(int64_t unix_us, char *buf, size_t cap);
+// With nanoseconds, as CRI log lines carry ("2026-11-26T18:00:00.123456789Z").
+char *vmlet_format_rfc3339_nano(int64_t unix_ns, char *buf, size_t cap);
 
 // Parses RFC 3339 ("Z" or a numeric offset; fractions ignored) into Unix
 // seconds. Returns -1 if text is not such a time.

@@ -345,7 +345,14 @@ static int s_broker_spawn(ts_broker_t *b, const char *const extra[])
     argv[n] = NULL;
     b->pid = ts_spawn(b->log, argv);
     free(bin);
-    return b->pid > 0 && ts_poll(s_broker_answers, b, 10000) ? 0 : -1;
+    if (b->pid > 0 && ts_poll(s_broker_answers, b, 30000))
+        return 0;
+    fprintf(stderr, "the broker did not answer on 127.0.0.1:%d in 30 s; its log %s:\n",
+            b->http_port, b->log);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "tail -n 20 '%s' >&2", b->log);
+    if (system(cmd) != 0) { /* diagnostics only */ }
+    return -1;
 }
 
 int ts_broker_start(ts_broker_t *b, const char *dir, const char *const extra[])

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -97,6 +98,9 @@ pid_t ts_spawn(const char *log_path, char *const argv[])
     if (pid != 0)
         return pid;
     setpgid(0, 0);
+    // A test that dies (a timeout, a crash) takes what it started with it:
+    // SIGTERM, so a vm-launcher still removes its VMs and network.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (log_path) {
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {

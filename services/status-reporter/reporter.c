@@ -261,21 +261,30 @@ int reporter_on_probe_result(void *arg, const vmlet_envelope_t *env)
     const char *kind = s_kind(r->kind);
     if (!r->pod || !r->pod->uid || !r->container || !kind)
         return -1;
-    if (r->outcome == VMLET__PROBE_OUTCOME__PROBE_OUTCOME_UNKNOWN)
-        return 0; // the prober could not tell: nothing changes
-    bool ok = r->outcome == VMLET__PROBE_OUTCOME__PROBE_OUTCOME_SUCCESS;
-    char field[300];
-    snprintf(field, sizeof field, "probe:%s:%s", r->container, kind);
-    vmlet_err_t err = {0};
-    if (records_set(self->store, r->pod->uid, field, ok ? "1" : "0", &err) < 0)
-        return -1;
-    pod_t *pod = s_dirty(self, r->pod);
-    if (!ok && pod && pod->spec) {
-        char title[16];
-        snprintf(title, sizeof title, "%c%s", kind[0] - 'a' + 'A', kind + 1);
+    pod_t *pod = NULL;
+    bool verdict = r->outcome == VMLET__PROBE_OUTCOME__PROBE_OUTCOME_SUCCESS ||
+                   r->outcome == VMLET__PROBE_OUTCOME__PROBE_OUTCOME_FAILURE;
+    if (verdict) { // UNKNOWN or none: nothing changes
+        bool ok = r->outcome == VMLET__PROBE_OUTCOME__PROBE_OUTCOME_SUCCESS;
+        char field[300];
+        snprintf(field, sizeof field, "probe:%s:%s", r->container, kind);
+        vmlet_err_t err = {0};
+        if (records_set(self->store, r->pod->uid, field, ok ? "1" : "0", &err) < 0)
+            return -1;
+        pod = s_dirty(self, r->pod);
+    } else {
+        pod = zhashx_lookup(self->pods, r->pod->uid);
+    }
+    if (!pod || !pod->spec)
+        return 0;
+    char title[16];
+    snprintf(title, sizeof title, "%c%s", kind[0] - 'a' + 'A', kind + 1);
+    if (r->attempt == VMLET__PROBE_OUTCOME__PROBE_OUTCOME_FAILURE)
         events_post(self->events, pod->spec->pod, r->container, "Warning", "Unhealthy",
                     "%s probe failed: %s", title, r->output ? r->output : "");
-    }
+    if (r->restart)
+        events_post(self->events, pod->spec->pod, r->container, "Normal", "Killing",
+                    "Container %s failed %s probe, will be restarted", r->container, kind);
     return 0;
 }
 

@@ -341,6 +341,8 @@ int ts_stack_report_probe(ts_stack_t *stack, const char *uid, const char *contai
     r.has_outcome = 1;
     r.outcome = ok ? VMLET__PROBE_OUTCOME__PROBE_OUTCOME_SUCCESS
                    : VMLET__PROBE_OUTCOME__PROBE_OUTCOME_FAILURE;
+    r.has_attempt = 1; // the attempt that brought the verdict
+    r.attempt = r.outcome;
     r.output = (char *)output;
     vmlet_envelope_t env = VMLET__ENVELOPE__INIT;
     env.body_case = VMLET__ENVELOPE__BODY_PROBE_RESULT;

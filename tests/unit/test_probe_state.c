@@ -37,8 +37,8 @@ static void test_thresholds(void **state)
         // a failure run interrupted by a success starts over
         {PROBE_READINESS, 1, 3, "SFFSFFF", "ssssssf", "......."},
         // liveness starts alive; three failures restart, then it holds
-        {PROBE_LIVENESS, 1, 3, "FFFFF", "sssff", "..R.."},
-        {PROBE_LIVENESS, 1, 1, "SFS", "sff", ".R."},
+        {PROBE_LIVENESS, 1, 3, "FFFFF", "ssfff", "..R.."},
+        {PROBE_LIVENESS, 1, 1, "SFS", "sfs", ".R."},
         // startup: unknown until it succeeds; failures restart
         {PROBE_STARTUP, 1, 2, "FF", "uf", ".R"},
         {PROBE_STARTUP, 1, 2, "FS", "us", ".."},

@@ -41,6 +41,7 @@ void ctr_started(ctr_t *c, unsigned instance, int64_t started_unix_ms)
 
 void ctr_exited(ctr_t *c, const ctr_exit_t *exit)
 {
+    c->kill_at_unix_ms = 0;
     c->phase = CTR_TERMINATED;
     c->exit = *exit;
     c->has_exit = true;

@@ -48,6 +48,7 @@ typedef struct {
     int64_t backoff_updated_unix_ms;
     int64_t restart_at_unix_ms;
     bool done; // finished and will not run again (restartPolicy said so)
+    int64_t kill_at_unix_ms; // asked to stop: SIGKILL if still running then (0: not asked)
 } ctr_t;
 
 void ctr_init(ctr_t *c, const char *name, bool init);

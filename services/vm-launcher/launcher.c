@@ -299,16 +299,11 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 
 // --- bus handlers -------------------------------------------------------------------
 
-int launcher_on_launch(void *arg, const vmlet_envelope_t *env)
+// Whether another launcher that is alive holds the pod (its record names it
+// and its capacity record has not expired).
+static bool s_owned_elsewhere(launcher_t *self, const char *uid)
 {
-    launcher_t *self = arg;
-    const Vmlet__LaunchRequest *req = env->launch_request;
-    if (!req->pod || !req->pod->uid)
-        return 0;
-    if (!self->settings->accept_pods && !zhashx_lookup(self->pods, req->pod->uid))
-        return 0; // drained: k8s-watcher asks again while no launcher holds the pod
-    // Another launcher that is alive may have it already.
-    redisReply *r = vmlet_store_command(self->store, NULL, "GET vmlet:vm:%s", req->pod->uid);
+    redisReply *r = vmlet_store_command(self->store, NULL, "GET vmlet:vm:%s", uid);
     Vmlet__VmRecord *rec = r && r->type == REDIS_REPLY_STRING
                                ? vmlet__vm_record__unpack(NULL, r->len, (const uint8_t *)r->str)
                                : NULL;
@@ -322,8 +317,19 @@ int launcher_on_launch(void *arg, const vmlet_envelope_t *env)
     }
     if (rec)
         vmlet__vm_record__free_unpacked(rec, NULL);
-    if (theirs)
+    return theirs;
+}
+
+int launcher_on_launch(void *arg, const vmlet_envelope_t *env)
+{
+    launcher_t *self = arg;
+    const Vmlet__LaunchRequest *req = env->launch_request;
+    if (!req->pod || !req->pod->uid)
         return 0;
+    if (!self->settings->accept_pods && !zhashx_lookup(self->pods, req->pod->uid))
+        return 0; // drained: k8s-watcher asks again while no launcher holds the pod
+    if (s_owned_elsewhere(self, req->pod->uid))
+        return 0; // another launcher that is alive has it already
     pod_vm_t *pod = s_pod(self, req->pod->uid, true);
     if (pod->generation == 0)
         pod_record_changed(pod); // ours now, for every launcher to see
@@ -355,10 +361,13 @@ int launcher_on_stop(void *arg, const vmlet_envelope_t *env)
 {
     launcher_t *self = arg;
     const Vmlet__StopRequest *req = env->stop_request;
-    pod_vm_t *pod = req->pod && req->pod->uid ? s_pod(self, req->pod->uid, false) : NULL;
-    if (pod)
-        pod_vm_stop(pod, req->has_grace_period_seconds ? req->grace_period_seconds : -1,
-                    req->reason ? req->reason : "requested");
+    if (!req->pod || !req->pod->uid)
+        return 0;
+    pod_vm_t *pod = s_pod(self, req->pod->uid, false);
+    if (!pod)
+        return s_owned_elsewhere(self, req->pod->uid) ? -1 : 0;
+    pod_vm_stop(pod, req->has_grace_period_seconds ? req->grace_period_seconds : -1,
+                req->reason ? req->reason : "requested");
     return 0;
 }
 
@@ -366,9 +375,13 @@ int launcher_on_restart(void *arg, const vmlet_envelope_t *env)
 {
     launcher_t *self = arg;
     const Vmlet__RestartRequest *req = env->restart_request;
-    pod_vm_t *pod = req->pod && req->pod->uid ? s_pod(self, req->pod->uid, false) : NULL;
-    if (pod)
-        pod_vm_restart_container(pod, req->container, req->reason, req->message);
+    if (!req->pod || !req->pod->uid)
+        return 0;
+    pod_vm_t *pod = s_pod(self, req->pod->uid, false);
+    if (!pod) // another launcher's pod: hand it back so the broker tries another
+        return s_owned_elsewhere(self, req->pod->uid) ? -1 : 0;
+    pod_vm_restart_container(pod, req->container, req->reason, req->message,
+                             req->has_grace_period_seconds ? req->grace_period_seconds : -1);
     return 0;
 }
 

@@ -143,8 +143,10 @@ void pod_vm_destroy(pod_vm_t **self_p);
 void pod_vm_desired(pod_vm_t *self, const char *spec_hash);
 // The pod is being deleted: stop with this grace period (< 0: the spec's).
 void pod_vm_stop(pod_vm_t *self, int64_t grace_s, const char *reason);
+// Restarts a running container: its stop signal, SIGKILL after grace_s
+// (< 0: the pod's grace period); restartPolicy then runs it again.
 void pod_vm_restart_container(pod_vm_t *self, const char *name, const char *reason,
-                              const char *message);
+                              const char *message, int64_t grace_s);
 // Every running container ended with its VM (exit 137, message); with
 // may_restart those restartPolicy runs again are left to run (see
 // pod_vm_schedule_restarts), the others are done.

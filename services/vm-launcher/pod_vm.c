@@ -515,19 +515,22 @@ static int s_stop_signal(const pod_vm_t *self, size_t i)
     return n > 0 && n < 65 ? n : SIGTERM;
 }
 
+static void s_signal(pod_vm_t *self, size_t i, int signal)
+{
+    Vmlet__SignalContainer sig = VMLET__SIGNAL_CONTAINER__INIT;
+    sig.name = self->ctrs[i].name;
+    PB_SET(&sig, signal, signal);
+    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
+    msg.body_case = VMLET__GUEST_MESSAGE__BODY_SIGNAL;
+    msg.signal = &sig;
+    pod_agent_send(self, &msg);
+}
+
 static void s_signal_all(pod_vm_t *self, bool kill_now)
 {
-    for (size_t i = 0; i < self->n_ctrs; i++) {
-        if (self->ctrs[i].phase != CTR_RUNNING)
-            continue;
-        Vmlet__SignalContainer sig = VMLET__SIGNAL_CONTAINER__INIT;
-        sig.name = self->ctrs[i].name;
-        PB_SET(&sig, signal, kill_now ? SIGKILL : s_stop_signal(self, i));
-        Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
-        msg.body_case = VMLET__GUEST_MESSAGE__BODY_SIGNAL;
-        msg.signal = &sig;
-        pod_agent_send(self, &msg);
-    }
+    for (size_t i = 0; i < self->n_ctrs; i++)
+        if (self->ctrs[i].phase == CTR_RUNNING)
+            s_signal(self, i, kill_now ? SIGKILL : s_stop_signal(self, i));
 }
 
 static bool s_any_running(const pod_vm_t *self)
@@ -593,7 +596,7 @@ void pod_vm_stop(pod_vm_t *self, int64_t grace_s, const char *reason)
 }
 
 void pod_vm_restart_container(pod_vm_t *self, const char *name, const char *reason,
-                              const char *message)
+                              const char *message, int64_t grace_s)
 {
     size_t i;
     ctr_t *c = pod_vm_ctr(self, name, &i);
@@ -602,13 +605,27 @@ void pod_vm_restart_container(pod_vm_t *self, const char *name, const char *reas
     vmlet_log_info(self->l->log, VMLET_KV({"pod", self->desc}, {"container", name},
                                           {"reason", reason ? reason : ""}),
                    "restarting: %s", message ? message : "");
-    Vmlet__SignalContainer sig = VMLET__SIGNAL_CONTAINER__INIT;
-    sig.name = c->name;
-    PB_SET(&sig, signal, s_stop_signal(self, i));
-    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
-    msg.body_case = VMLET__GUEST_MESSAGE__BODY_SIGNAL;
-    msg.signal = &sig;
-    pod_agent_send(self, &msg);
+    s_signal(self, i, s_stop_signal(self, i));
+    if (grace_s < 0)
+        grace_s = self->spec->has_termination_grace_period_seconds
+                      ? self->spec->termination_grace_period_seconds
+                      : 30;
+    c->kill_at_unix_ms = vmlet_unix_ms() + grace_s * 1000;
+}
+
+// Containers asked to stop that are still running at their deadline.
+static void s_kill_overdue(pod_vm_t *self)
+{
+    int64_t now = vmlet_unix_ms();
+    for (size_t i = 0; i < self->n_ctrs; i++) {
+        ctr_t *c = &self->ctrs[i];
+        if (c->phase == CTR_RUNNING && c->kill_at_unix_ms && now >= c->kill_at_unix_ms) {
+            vmlet_log_info(self->l->log, VMLET_KV({"pod", self->desc}, {"container", c->name}),
+                           "still running after its grace period: SIGKILL");
+            s_signal(self, i, SIGKILL);
+            c->kill_at_unix_ms = 0;
+        }
+    }
 }
 
 // --- the tick ------------------------------------------------------------------------
@@ -686,6 +703,7 @@ void pod_vm_tick(pod_vm_t *self)
                 if (!s_any_running(self))
                     s_power_off(self);
             } else {
+                s_kill_overdue(self);
                 pod_vm_start_due(self);
             }
         }

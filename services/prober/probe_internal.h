@@ -54,6 +54,7 @@ struct probe_slot {
 
     // The response in progress (reset with each request).
     bool got_status; // a final status line arrived
+    bool saw_read;   // curl waited to read: the TCP connection was up
     long status;
     probe_buf_t location;
     int grpc_status; // -1: none seen

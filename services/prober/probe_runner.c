@@ -60,8 +60,16 @@ static int64_t s_now_us(void)
 
 static int s_on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    (void)easy;
     probe_runner_t *self = userp;
+    if (what & CURL_POLL_IN) {
+        // While connecting curl only waits to write; a wait to read means the
+        // TCP connection is up (TLS may still be under way, which libcurl's
+        // own connect time does not tell apart from a pending connect).
+        probe_slot_t *slot = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &slot);
+        if (slot)
+            slot->saw_read = true;
+    }
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(self->epfd, EPOLL_CTL_DEL, s, NULL); // may already be closed: fine
         return 0;
@@ -317,6 +325,7 @@ CURL *probe_slot_prepare(probe_slot_t *slot)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, slot);
     slot->errbuf[0] = '\0';
     slot->got_status = false;
+    slot->saw_read = false;
     slot->status = 0;
     slot->grpc_status = -1;
     slot->body_truncated = false;
@@ -373,7 +382,7 @@ bool probe_slot_connected(const probe_slot_t *slot)
 {
     curl_off_t t = 0;
     curl_easy_getinfo(slot->easy, CURLINFO_CONNECT_TIME_T, &t);
-    return t > 0;
+    return t > 0 || slot->saw_read;
 }
 
 void probe_slot_connect_error(const probe_slot_t *slot, probe_buf_t *out)
@@ -390,8 +399,33 @@ void probe_slot_connect_error(const probe_slot_t *slot, probe_buf_t *out)
 void probe_slot_peer(const probe_slot_t *slot, probe_buf_t *out)
 {
     char *ip = NULL;
+    long port = 0;
     curl_easy_getinfo(slot->easy, CURLINFO_PRIMARY_IP, &ip);
-    probe_join_host_port(out, ip && *ip ? ip : slot->host, slot->port);
+    curl_easy_getinfo(slot->easy, CURLINFO_PRIMARY_PORT, &port);
+    if (ip && *ip && port > 0) {
+        probe_join_host_port(out, ip, (int)port);
+        return;
+    }
+    // Not as far as an address: the current URL's host and port (a
+    // redirect may have changed both).
+    CURLU *u = curl_url();
+    char *host = NULL, *port_s = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, probe_buf_str(&slot->url), 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port_s, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        size_t n = strlen(host);
+        if (n >= 2 && host[0] == '[') { // JoinHostPort adds the brackets back
+            host[n - 1] = '\0';
+            probe_join_host_port(out, host + 1, atoi(port_s));
+        } else {
+            probe_join_host_port(out, host, atoi(port_s));
+        }
+    } else {
+        probe_join_host_port(out, slot->host, slot->port);
+    }
+    curl_free(host);
+    curl_free(port_s);
+    curl_url_cleanup(u);
 }
 
 // --- completion ---

@@ -82,9 +82,11 @@ static int s_on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, 
         // dropped from the set when it was closed: whichever op fits.
         op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
         if (epoll_ctl(self->epfd, op, s, &ev) < 0) {
+            // Not -1: that would abort every transfer of the multi. This one
+            // times out instead.
             vmlet_log_error(self->log, NULL, "probe runner: epoll_ctl fd %d: %s", s,
                             strerror(errno));
-            return -1; // curl fails that transfer
+            return 0;
         }
     }
     if (!socketp)
@@ -106,7 +108,9 @@ static int s_on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
         its.it_value.tv_sec = timeout_ms / 1000;
         its.it_value.tv_nsec = timeout_ms % 1000 * 1000000L;
     }
-    return timerfd_settime(self->timerfd, 0, &its, NULL) < 0 ? -1 : 0;
+    if (timerfd_settime(self->timerfd, 0, &its, NULL) < 0) // -1 would abort every transfer
+        vmlet_log_error(self->log, NULL, "probe runner: timerfd_settime: %s", strerror(errno));
+    return 0;
 }
 
 // --- slots ---
@@ -319,6 +323,7 @@ CURL *probe_slot_prepare(probe_slot_t *slot)
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, 0L); // names resolved per probe, as Go does
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, slot);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_body);

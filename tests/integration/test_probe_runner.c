@@ -498,6 +498,26 @@ static void test_http_unknown_scheme_and_bad_targets(void **state)
     assert_int_equal(probe_runner_in_flight(F->runner), 0);
 }
 
+static void test_http_by_name(void **state)
+{
+    (void)state;
+    // A name goes through libcurl's resolver ("localhost" never leaves the
+    // machine: libcurl answers it itself).
+    ts_http_target_clear(F->http);
+    probe_target_t t = s_http("/named", ts_http_target_port(F->http));
+    t.host = "localhost";
+    done_t d;
+    s_probe(&t, &d);
+    assert_int_equal(d.result, PROBE_RESULT_SUCCESS);
+    ts_http_request_t *reqs;
+    assert_int_equal(ts_http_target_requests(F->http, "/named", &reqs), 1);
+    char want[64], *host = ts_http_request_header(&reqs[0], "Host");
+    snprintf(want, sizeof want, "localhost:%d", ts_http_target_port(F->http));
+    assert_string_equal(host, want);
+    free(host);
+    ts_http_requests_free(reqs, 1);
+}
+
 // --- HTTPS ---
 
 static void test_https_self_signed(void **state)
@@ -1069,6 +1089,7 @@ int main(void)
         cmocka_unit_test(test_http_body_stalls),
         cmocka_unit_test(test_http_refused_and_hang_up),
         cmocka_unit_test(test_http_unknown_scheme_and_bad_targets),
+        cmocka_unit_test(test_http_by_name),
         cmocka_unit_test(test_https_self_signed),
         cmocka_unit_test(test_tcp_open_and_closed),
         cmocka_unit_test(test_tcp_timeout),

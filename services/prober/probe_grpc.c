@@ -71,15 +71,21 @@ static void s_rpc_error(probe_slot_t *slot, int code, const char *desc)
 static int s_code_for_http(long status)
 {
     switch (status) {
-    case 400: return GRPC_CODE_INTERNAL;
-    case 401: return 16; // Unauthenticated
-    case 403: return 7;  // PermissionDenied
-    case 404: return GRPC_CODE_UNIMPLEMENTED;
+    case 400:
+        return GRPC_CODE_INTERNAL;
+    case 401:
+        return 16; // Unauthenticated
+    case 403:
+        return 7; // PermissionDenied
+    case 404:
+        return GRPC_CODE_UNIMPLEMENTED;
     case 429:
     case 502:
     case 503:
-    case 504: return GRPC_CODE_UNAVAILABLE;
-    default: return 2; // Unknown
+    case 504:
+        return GRPC_CODE_UNAVAILABLE;
+    default:
+        return 2; // Unknown
     }
 }
 
@@ -97,7 +103,8 @@ static void s_response(probe_slot_t *slot)
                 probe_buf_printf(desc, " (%s)", text);
             s_rpc_error(slot, s_code_for_http(http), probe_buf_str(desc));
         } else {
-            s_rpc_error(slot, GRPC_CODE_INTERNAL, "server closed the stream without sending trailers");
+            s_rpc_error(slot, GRPC_CODE_INTERNAL,
+                        "server closed the stream without sending trailers");
         }
         return;
     }
@@ -112,7 +119,8 @@ static void s_response(probe_slot_t *slot)
         s_rpc_error(slot, 8, probe_buf_str(desc)); // ResourceExhausted
         return;
     }
-    if (probe_grpc_parse_response((const uint8_t *)slot->body.p, slot->body.len, &status, &why) < 0) {
+    if (probe_grpc_parse_response((const uint8_t *)slot->body.p, slot->body.len, &status, &why) <
+        0) {
         s_rpc_error(slot, GRPC_CODE_INTERNAL, why);
         return;
     }

@@ -175,8 +175,8 @@ static void s_verdict(probe_slot_t *slot, long status)
         probe_slot_finish(slot, PROBE_RESULT_SUCCESS, true,
                           "Probe terminated redirects, Response body: %s", body);
     else // never the body: the kubelet keeps it out of events (kubernetes issue 99425)
-        probe_slot_finish(slot, PROBE_RESULT_FAILURE, false, "HTTP probe failed with statuscode: %ld",
-                          status);
+        probe_slot_finish(slot, PROBE_RESULT_FAILURE, false,
+                          "HTTP probe failed with statuscode: %ld", status);
 }
 
 // A 3xx with a Location: follow it, or end the probe as the kubelet's
@@ -254,10 +254,11 @@ static void s_error(probe_slot_t *slot, CURLcode code)
                               "awaiting headers)",
                               url, probe_buf_str(peer));
         else
-            probe_slot_finish(slot, PROBE_RESULT_FAILURE, false,
-                              "Get \"%s\": context deadline exceeded (Client.Timeout exceeded while "
-                              "awaiting headers)",
-                              url);
+            probe_slot_finish(
+                slot, PROBE_RESULT_FAILURE, false,
+                "Get \"%s\": context deadline exceeded (Client.Timeout exceeded while "
+                "awaiting headers)",
+                url);
         return;
     case CURLE_COULDNT_CONNECT:
         probe_slot_connect_error(slot, words);

@@ -2,6 +2,8 @@
 //
 //   probe_runner.c  the runner: slots, libcurl's multi interface on one
 //                   epoll set polled by the zloop, completion and callbacks
+//   probe_slot.c    a probe's slot: its copy of the target, the options and
+//                   response callbacks every transfer shares
 //   probe_http.c    httpGet and tcpSocket probes: requests, redirects,
 //                   verdicts in the kubelet's words
 //   probe_grpc.c    grpc probes: the Health/Check call and its verdict
@@ -14,6 +16,7 @@
 #include "probe_words.h"
 
 #include <curl/curl.h>
+#include <time.h>
 
 // The kubelet reads at most this much of a body (pkg/probe/http).
 #define PROBE_HTTP_BODY_MAX (10 * 1024)
@@ -26,7 +29,7 @@ typedef struct probe_slot probe_slot_t;
 // for the next probe (steady state allocates nothing).
 struct probe_slot {
     probe_runner_t *runner;
-    probe_slot_t *prev, *next;  // the runner's active list, or (next) its free list
+    probe_slot_t *prev, *next;   // the runner's active list, or (next) its free list
     probe_slot_t *next_finished; // the queue of outcomes waiting for their callback
     CURL *easy;                  // created on first use, reset between probes
     struct curl_slist *headers;
@@ -68,11 +71,22 @@ struct probe_slot {
     bool warning;
     probe_buf_t output;
 
-    probe_buf_t strings; // storage for the copied target
+    probe_buf_t strings;           // storage for the copied target
     probe_buf_t scratch, scratch2; // for building words and lines
 };
 
-// --- runner services for the kinds (probe_runner.c) ---
+static inline int64_t probe_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+// --- slots (probe_slot.c, probe_runner.c) ---
+
+// Copies the target into the slot (strings into its own storage) and
+// lower-cases the scheme.
+void probe_slot_copy_target(probe_slot_t *slot, const probe_target_t *target);
 
 // Resets the slot's easy handle and sets what every probe shares: the
 // slot as PRIVATE, no signals, no proxy, no reuse of connections, the

@@ -36,10 +36,10 @@ struct _probe_runner_t {
     int epfd, timerfd, eventfd;
     zmq_pollitem_t item; // the epoll set, as the loop polls it
     bool polled;
-    long timer_ms;   // what the timerfd is set to (-1: disarmed), to skip needless resets
-    probe_slot_t *active;          // probes in flight (doubly linked)
-    probe_slot_t *free;            // slots to reuse (singly linked)
-    probe_slot_t *finished_head;   // outcomes waiting for their callback
+    long timer_ms;        // what the timerfd is set to (-1: disarmed), to skip needless resets
+    probe_slot_t *active; // probes in flight (doubly linked)
+    probe_slot_t *free;   // slots to reuse (singly linked)
+    probe_slot_t *finished_head; // outcomes waiting for their callback
     probe_slot_t *finished_tail;
     size_t n_finished;
     size_t in_flight, max_in_flight;
@@ -48,13 +48,6 @@ struct _probe_runner_t {
     bool doorbell;    // the eventfd has been written and not read
     char *user_agent;
 };
-
-static int64_t s_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 // --- libcurl's sockets and timer in the epoll set ---
 
@@ -165,10 +158,9 @@ static void s_slot_free(probe_slot_t *slot)
     if (slot->easy)
         curl_easy_cleanup(slot->easy);
     curl_slist_free_all(slot->headers);
-    probe_buf_t *bufs[] = {&slot->url,  &slot->hostport,     &slot->grpc_req,
-                           &slot->location, &slot->grpc_message, &slot->body,
-                           &slot->output, &slot->strings,    &slot->scratch,
-                           &slot->scratch2};
+    probe_buf_t *bufs[] = {&slot->url,          &slot->hostport, &slot->grpc_req, &slot->location,
+                           &slot->grpc_message, &slot->body,     &slot->output,   &slot->strings,
+                           &slot->scratch,      &slot->scratch2};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         probe_buf_free(bufs[i]);
     free(slot);
@@ -198,147 +190,7 @@ static void s_slot_cancel(probe_runner_t *self, probe_slot_t *slot)
     s_slot_release(self, slot);
 }
 
-// Copies the target's strings into the slot's own storage. The size is
-// reserved first so the pointers into it stay put.
-static void s_copy_target(probe_slot_t *slot, const probe_target_t *t)
-{
-    const char *host = t->host, *path = t->path ? t->path : "";
-    const char *service = t->grpc_service ? t->grpc_service : "";
-    const char *scheme = t->scheme && *t->scheme ? t->scheme : "http";
-    size_t need = strlen(scheme) + strlen(host) + strlen(path) + strlen(service) + 4 +
-                  t->n_headers * sizeof(probe_header_t) + sizeof(probe_header_t);
-    for (size_t i = 0; i < t->n_headers; i++)
-        need += strlen(t->headers[i].name ? t->headers[i].name : "") +
-                strlen(t->headers[i].value ? t->headers[i].value : "") + 2;
-    probe_buf_t *st = &slot->strings;
-    probe_buf_reset(st);
-    char *p = probe_buf_grow(st, need); // reserved once, so the pointers stay put
-    // The header array first: it needs the alignment malloc gave.
-    probe_header_t *h = (probe_header_t *)(void *)p;
-    p += t->n_headers * sizeof(probe_header_t) + sizeof(probe_header_t);
-#define COPY(dst, src)                                                                             \
-    do {                                                                                           \
-        size_t n_ = strlen(src) + 1;                                                               \
-        memcpy(p, (src), n_);                                                                      \
-        (dst) = p;                                                                                 \
-        p += n_;                                                                                   \
-    } while (0)
-    COPY(slot->scheme, scheme);
-    for (char *c = slot->scheme; *c; c++) // the kubelet lower-cases it
-        *c = (char)tolower((unsigned char)*c);
-    COPY(slot->host, host);
-    COPY(slot->path, path);
-    COPY(slot->grpc_service, service);
-    for (size_t i = 0; i < t->n_headers; i++) {
-        char *name, *value;
-        COPY(name, t->headers[i].name ? t->headers[i].name : "");
-        COPY(value, t->headers[i].value ? t->headers[i].value : "");
-        h[i] = (probe_header_t){name, value};
-    }
-#undef COPY
-    slot->headers_copy = h;
-    slot->n_headers = t->n_headers;
-    slot->port = t->port;
-    slot->timeout_ms = t->timeout_ms;
-}
-
 // --- services for the kinds ---
-
-static size_t s_on_header(char *data, size_t size, size_t n, void *userp)
-{
-    probe_slot_t *slot = userp;
-    size_t len = size * n;
-    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-        // A status line starts a response (1xx ones come and go; trailers
-        // arrive after the body, without one).
-        const char *sp = memchr(data, ' ', len);
-        long code = sp ? strtol(sp + 1, NULL, 10) : 0;
-        slot->status = code;
-        slot->got_status = code >= 200;
-        probe_buf_reset(&slot->location);
-        return len;
-    }
-    const char *colon = memchr(data, ':', len);
-    if (!colon)
-        return len;
-    size_t name_len = (size_t)(colon - data);
-    const char *v = colon + 1, *end = data + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    if (name_len == 8 && strncasecmp(data, "location", 8) == 0) {
-        probe_buf_reset(&slot->location);
-        probe_buf_add(&slot->location, v, (size_t)(end - v));
-    } else if (name_len == 11 && strncasecmp(data, "grpc-status", 11) == 0) {
-        char tmp[16] = {0};
-        memcpy(tmp, v, (size_t)(end - v) < sizeof tmp - 1 ? (size_t)(end - v) : sizeof tmp - 1);
-        slot->grpc_status = (int)strtol(tmp, NULL, 10);
-    } else if (name_len == 12 && strncasecmp(data, "grpc-message", 12) == 0) {
-        probe_buf_reset(&slot->grpc_message);
-        probe_buf_add(&slot->grpc_message, v, (size_t)(end - v));
-        probe_percent_decode(&slot->grpc_message);
-    }
-    return len;
-}
-
-static size_t s_on_body(char *data, size_t size, size_t n, void *userp)
-{
-    probe_slot_t *slot = userp;
-    size_t len = size * n, room = slot->body_max - slot->body.len;
-    if (len > room) {
-        // Enough read: as the kubelet, keep what fits and close the
-        // connection (returning short makes curl stop the transfer).
-        probe_buf_add(&slot->body, data, room);
-        slot->body_truncated = true;
-        return room;
-    }
-    probe_buf_add(&slot->body, data, len);
-    return len;
-}
-
-CURL *probe_slot_prepare(probe_slot_t *slot)
-{
-    int64_t left_ms = (slot->deadline_us - s_now_us() + 999) / 1000;
-    if (left_ms <= 0)
-        left_ms = 1;
-    if (!slot->easy) {
-        slot->easy = curl_easy_init();
-        if (!slot->easy) {
-            probe_slot_finish(slot, PROBE_RESULT_UNKNOWN, false, "prober: curl_easy_init failed");
-            return NULL;
-        }
-    } else {
-        curl_easy_reset(slot->easy);
-    }
-    CURL *e = slot->easy;
-    curl_easy_setopt(e, CURLOPT_PRIVATE, slot);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, slot->errbuf);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)left_ms);
-    // The kubelet's transport: keep-alive off (a connection per probe),
-    // no proxy from the environment, no compression asked for.
-    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, 0L); // names resolved per probe, as Go does
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, slot);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, slot);
-    slot->errbuf[0] = '\0';
-    slot->got_status = false;
-    slot->saw_read = false;
-    slot->status = 0;
-    slot->grpc_status = -1;
-    slot->body_truncated = false;
-    probe_buf_reset(&slot->location);
-    probe_buf_reset(&slot->grpc_message);
-    probe_buf_reset(&slot->body);
-    return e;
-}
 
 int probe_slot_submit(probe_slot_t *slot)
 {
@@ -383,56 +235,6 @@ const char *probe_slot_user_agent(const probe_slot_t *slot)
     return slot->runner->user_agent;
 }
 
-bool probe_slot_connected(const probe_slot_t *slot)
-{
-    curl_off_t t = 0;
-    curl_easy_getinfo(slot->easy, CURLINFO_CONNECT_TIME_T, &t);
-    return t > 0 || slot->saw_read;
-}
-
-void probe_slot_connect_error(const probe_slot_t *slot, probe_buf_t *out)
-{
-    long os_errno = 0;
-    curl_easy_getinfo(slot->easy, CURLINFO_OS_ERRNO, &os_errno);
-    probe_buf_puts(out, "connect: ");
-    if (os_errno)
-        probe_errno_words(out, (int)os_errno);
-    else
-        probe_buf_puts(out, slot->errbuf[0] ? slot->errbuf : "failed");
-}
-
-void probe_slot_peer(const probe_slot_t *slot, probe_buf_t *out)
-{
-    char *ip = NULL;
-    long port = 0;
-    curl_easy_getinfo(slot->easy, CURLINFO_PRIMARY_IP, &ip);
-    curl_easy_getinfo(slot->easy, CURLINFO_PRIMARY_PORT, &port);
-    if (ip && *ip && port > 0) {
-        probe_join_host_port(out, ip, (int)port);
-        return;
-    }
-    // Not as far as an address: the current URL's host and port (a
-    // redirect may have changed both).
-    CURLU *u = curl_url();
-    char *host = NULL, *port_s = NULL;
-    if (u && curl_url_set(u, CURLUPART_URL, probe_buf_str(&slot->url), 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_PORT, &port_s, CURLU_DEFAULT_PORT) == CURLUE_OK) {
-        size_t n = strlen(host);
-        if (n >= 2 && host[0] == '[') { // JoinHostPort adds the brackets back
-            host[n - 1] = '\0';
-            probe_join_host_port(out, host + 1, atoi(port_s));
-        } else {
-            probe_join_host_port(out, host, atoi(port_s));
-        }
-    } else {
-        probe_join_host_port(out, slot->host, slot->port);
-    }
-    curl_free(host);
-    curl_free(port_s);
-    curl_url_cleanup(u);
-}
-
 // --- completion ---
 
 // Moves finished transfers out of the multi, then lets their kind decide
@@ -461,9 +263,15 @@ static void s_reap(probe_runner_t *self)
         slot->next_finished = NULL;
         CURLcode code = slot->code;
         switch (slot->kind) {
-        case PROBE_TARGET_HTTP: probe_http_done(slot, code); break;
-        case PROBE_TARGET_TCP: probe_tcp_done(slot, code); break;
-        case PROBE_TARGET_GRPC: probe_grpc_done(slot, code); break;
+        case PROBE_TARGET_HTTP:
+            probe_http_done(slot, code);
+            break;
+        case PROBE_TARGET_TCP:
+            probe_tcp_done(slot, code);
+            break;
+        case PROBE_TARGET_GRPC:
+            probe_grpc_done(slot, code);
+            break;
         }
     }
 }
@@ -485,7 +293,7 @@ static void s_deliver(probe_runner_t *self)
             .result = slot->result,
             .warning = slot->warning,
             .output = probe_buf_str(&slot->output),
-            .latency_us = s_now_us() - slot->start_us,
+            .latency_us = probe_now_us() - slot->start_us,
         };
         self->dispatching = true;
         slot->done(slot->arg, &outcome);
@@ -624,7 +432,10 @@ int probe_runner_start(probe_runner_t *self, const probe_target_t *target, probe
 {
     if (!self || !target || !target->host || !done)
         return vmlet_err_set(err, "probe: no %s given",
-                             !self ? "runner" : !target ? "target" : !done ? "callback" : "host");
+                             !self     ? "runner"
+                             : !target ? "target"
+                             : !done   ? "callback"
+                                       : "host");
     if (target->kind != PROBE_TARGET_HTTP && target->kind != PROBE_TARGET_TCP &&
         target->kind != PROBE_TARGET_GRPC)
         return vmlet_err_set(err, "probe: unknown kind %d", (int)target->kind);
@@ -633,9 +444,10 @@ int probe_runner_start(probe_runner_t *self, const probe_target_t *target, probe
     slot->kind = target->kind;
     slot->done = done;
     slot->arg = arg;
-    slot->start_us = s_now_us();
-    slot->deadline_us = slot->start_us + (int64_t)(target->timeout_ms > 0 ? target->timeout_ms : 0) * 1000;
-    s_copy_target(slot, target);
+    slot->start_us = probe_now_us();
+    slot->deadline_us =
+        slot->start_us + (int64_t)(target->timeout_ms > 0 ? target->timeout_ms : 0) * 1000;
+    probe_slot_copy_target(slot, target);
     probe_buf_reset(&slot->hostport);
     probe_join_host_port(&slot->hostport, slot->host, slot->port);
     if (too_many) {
@@ -645,7 +457,8 @@ int probe_runner_start(probe_runner_t *self, const probe_target_t *target, probe
     }
     // What the kubelet rejects before probing (a probe error: no verdict).
     if (target->port < 1 || target->port > 65535) {
-        probe_slot_finish(slot, PROBE_RESULT_UNKNOWN, false, "invalid port number: %d", target->port);
+        probe_slot_finish(slot, PROBE_RESULT_UNKNOWN, false, "invalid port number: %d",
+                          target->port);
         return 0;
     }
     if (target->timeout_ms <= 0) {
@@ -658,9 +471,15 @@ int probe_runner_start(probe_runner_t *self, const probe_target_t *target, probe
         return 0;
     }
     switch (slot->kind) {
-    case PROBE_TARGET_HTTP: probe_http_begin(slot); break;
-    case PROBE_TARGET_TCP: probe_tcp_begin(slot); break;
-    case PROBE_TARGET_GRPC: probe_grpc_begin(slot); break;
+    case PROBE_TARGET_HTTP:
+        probe_http_begin(slot);
+        break;
+    case PROBE_TARGET_TCP:
+        probe_tcp_begin(slot);
+        break;
+    case PROBE_TARGET_GRPC:
+        probe_grpc_begin(slot);
+        break;
     }
     return 0;
 }
@@ -699,18 +518,25 @@ void probe_runner_set_user_agent(probe_runner_t *self, const char *user_agent)
 const char *probe_result_name(probe_result_t result)
 {
     switch (result) {
-    case PROBE_RESULT_SUCCESS: return "success";
-    case PROBE_RESULT_FAILURE: return "failure";
-    default: return "unknown";
+    case PROBE_RESULT_SUCCESS:
+        return "success";
+    case PROBE_RESULT_FAILURE:
+        return "failure";
+    default:
+        return "unknown";
     }
 }
 
 const char *probe_target_kind_name(probe_target_kind_t kind)
 {
     switch (kind) {
-    case PROBE_TARGET_HTTP: return "http";
-    case PROBE_TARGET_TCP: return "tcp";
-    case PROBE_TARGET_GRPC: return "grpc";
-    default: return "unknown";
+    case PROBE_TARGET_HTTP:
+        return "http";
+    case PROBE_TARGET_TCP:
+        return "tcp";
+    case PROBE_TARGET_GRPC:
+        return "grpc";
+    default:
+        return "unknown";
     }
 }

@@ -33,7 +33,8 @@
 //         another host ends the probe with that 3xx response (warning).
 //         Transport errors are failures in Go's words, e.g.
 //           Get "http://10.0.0.5:8080/healthz": dial tcp 10.0.0.5:8080: connect: connection refused
-//           Get "http://10.0.0.5:8080/healthz": context deadline exceeded (Client.Timeout exceeded while awaiting headers)
+//           Get "http://10.0.0.5:8080/healthz": context deadline exceeded (Client.Timeout exceeded
+//           while awaiting headers)
 //         An error while reading the body after the status arrived (a
 //         timeout mid-body, a short body) is the kubelet's probe *error*,
 //         whose result it throws away: PROBE_RESULT_UNKNOWN here.

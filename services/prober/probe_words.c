@@ -140,8 +140,7 @@ static void s_escape(probe_buf_t *out, const char *s, bool in_path)
     static const char hex[] = "0123456789ABCDEF";
     for (const char *c = s; *c; c++) {
         unsigned char u = (unsigned char)*c;
-        bool esc = u <= 0x20 || u >= 0x7f ||
-                   (*c == '%' && !(s_is_hex(c[1]) && s_is_hex(c[2]))) ||
+        bool esc = u <= 0x20 || u >= 0x7f || (*c == '%' && !(s_is_hex(c[1]) && s_is_hex(c[2]))) ||
                    (in_path && strchr("\"<>\\^`{|}", *c));
         if (*c == '?')
             in_path = false;
@@ -224,11 +223,10 @@ void probe_errno_words(probe_buf_t *out, int errnum)
 void probe_grpc_code_name(probe_buf_t *out, int code)
 {
     static const char *const names[] = {
-        "OK",         "Canceled",          "Unknown",           "InvalidArgument",
-        "DeadlineExceeded", "NotFound",    "AlreadyExists",     "PermissionDenied",
-        "ResourceExhausted", "FailedPrecondition", "Aborted",  "OutOfRange",
-        "Unimplemented", "Internal",       "Unavailable",       "DataLoss",
-        "Unauthenticated"};
+        "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+        "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+        "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+        "DataLoss", "Unauthenticated"};
     if (code >= 0 && (size_t)code < sizeof names / sizeof names[0])
         probe_buf_puts(out, names[code]);
     else
@@ -247,18 +245,30 @@ void probe_health_status_name(probe_buf_t *out, long status)
 const char *probe_http_status_text(long code)
 {
     switch (code) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return NULL;
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return NULL;
     }
 }
 
@@ -345,7 +355,8 @@ int probe_grpc_parse_response(const uint8_t *body, size_t len, long *status, con
     }
     size_t msg_len = (size_t)body[1] << 24 | (size_t)body[2] << 16 | (size_t)body[3] << 8 | body[4];
     if (msg_len != len - 5) {
-        *why = msg_len > len - 5 ? "grpc: truncated message" : "grpc: more than one response message";
+        *why =
+            msg_len > len - 5 ? "grpc: truncated message" : "grpc: more than one response message";
         return -1;
     }
     const uint8_t *m = body + 5;

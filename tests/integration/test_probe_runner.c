@@ -113,8 +113,12 @@ static void s_probe(const probe_target_t *t, done_t *d)
 
 static probe_target_t s_http(const char *path, int port)
 {
-    return (probe_target_t){.kind = PROBE_TARGET_HTTP, .host = "127.0.0.1", .port = port,
-                            .scheme = "HTTP", .path = path, .timeout_ms = 1000};
+    return (probe_target_t){.kind = PROBE_TARGET_HTTP,
+                            .host = "127.0.0.1",
+                            .port = port,
+                            .scheme = "HTTP",
+                            .path = path,
+                            .timeout_ms = 1000};
 }
 
 static int s_closed_port(void)
@@ -169,9 +173,8 @@ static void test_http_200_and_the_kubelets_request(void **state)
     assert_int_equal(ts_http_target_requests(F->http, "/healthz", &reqs), 1);
     assert_string_equal(reqs[0].method, "GET");
     assert_string_equal(reqs[0].path, "/healthz?verbose=1");
-    const char *want[][2] = {{"User-Agent", "kube-probe/1.20"},
-                             {"Accept", "*/*"},
-                             {"Connection", "close"}};
+    const char *want[][2] = {
+        {"User-Agent", "kube-probe/1.20"}, {"Accept", "*/*"}, {"Connection", "close"}};
     for (size_t i = 0; i < 3; i++) {
         char *v = ts_http_request_header(&reqs[0], want[i][0]);
         assert_non_null(v);
@@ -182,7 +185,8 @@ static void test_http_200_and_the_kubelets_request(void **state)
     snprintf(host, sizeof host, "127.0.0.1:%d", ts_http_target_port(F->http));
     assert_string_equal(v, host);
     free(v);
-    assert_null(ts_http_request_header(&reqs[0], "Accept-Encoding")); // compression off, as the kubelet's
+    assert_null(
+        ts_http_request_header(&reqs[0], "Accept-Encoding")); // compression off, as the kubelet's
     ts_http_requests_free(reqs, 1);
 }
 
@@ -211,8 +215,9 @@ static void test_http_status_codes(void **state)
         snprintf(path, sizeof path, "/code%d", cases[i].status);
         snprintf(body, sizeof body, "body-%d", cases[i].status);
         bool no_body = cases[i].status == 204 || cases[i].status == 304;
-        ts_http_target_route(F->http, path,
-                             &(ts_http_route_t){.status = cases[i].status, .body = no_body ? "" : body});
+        ts_http_target_route(
+            F->http, path,
+            &(ts_http_route_t){.status = cases[i].status, .body = no_body ? "" : body});
         probe_target_t t = s_http(path, ts_http_target_port(F->http));
         done_t d;
         s_probe(&t, &d);
@@ -257,7 +262,8 @@ static void test_http_redirect_same_host(void **state)
     char abs[128];
     snprintf(abs, sizeof abs, "http://127.0.0.1:%d/hop2", port);
     ts_http_target_route(F->http, "/hop1", &(ts_http_route_t){.status = 302, .location = abs});
-    ts_http_target_route(F->http, "/hop2", &(ts_http_route_t){.status = 301, .location = "/landed"});
+    ts_http_target_route(F->http, "/hop2",
+                         &(ts_http_route_t){.status = 301, .location = "/landed"});
     ts_http_target_route(F->http, "/landed", &(ts_http_route_t){.body = "here"});
     ts_http_target_clear(F->http);
     probe_target_t t = s_http("/hop1", port);
@@ -288,9 +294,9 @@ static void test_http_redirect_other_host(void **state)
     (void)state;
     // 127.0.0.2 is loopback too, but another host name: the kubelet stops
     // and reports the 302 as a success with a warning. Nothing goes there.
-    ts_http_target_route(F->http, "/away",
-                         &(ts_http_route_t){.status = 302, .location = "http://127.0.0.2:1/x",
-                                            .body = "moved"});
+    ts_http_target_route(
+        F->http, "/away",
+        &(ts_http_route_t){.status = 302, .location = "http://127.0.0.2:1/x", .body = "moved"});
     probe_target_t t = s_http("/away", ts_http_target_port(F->http));
     done_t d;
     s_probe(&t, &d);
@@ -317,9 +323,9 @@ static void test_http_headers(void **state)
     (void)state;
     ts_http_target_clear(F->http);
     const probe_header_t headers[] = {
-        {"X-Custom", "one"},   {"x-lower", "two"},     {"X-Multi", "a"},
-        {"X-Multi", "b"},      {"Host", "pod.example"}, {"User-Agent", "my-agent/2"},
-        {"X-Empty", ""},       {"Content-Length", "5"},
+        {"X-Custom", "one"}, {"x-lower", "two"},      {"X-Multi", "a"},
+        {"X-Multi", "b"},    {"Host", "pod.example"}, {"User-Agent", "my-agent/2"},
+        {"X-Empty", ""},     {"Content-Length", "5"},
     };
     probe_target_t t = s_http("/hdr", ts_http_target_port(F->http));
     t.headers = headers;
@@ -348,7 +354,7 @@ static void test_http_headers(void **state)
     free(a);
     free(b);
     assert_null(ts_http_request_header_n(&reqs[0], "User-Agent", 1)); // only the probe's
-    assert_null(ts_http_request_header(&reqs[0], "Content-Length")); // Go never sends it on a GET
+    assert_null(ts_http_request_header(&reqs[0], "Content-Length"));  // Go never sends it on a GET
     ts_http_requests_free(reqs, 1);
 
     // An empty Accept removes the header; an empty User-Agent sends none.
@@ -437,7 +443,8 @@ static void test_http_body_stalls(void **state)
     (void)state;
     // The status came, the body did not: the kubelet's probe *error*, whose
     // result it throws away.
-    ts_http_target_route(F->http, "/stall", &(ts_http_route_t){.body_size = 2000, .stall_body = true});
+    ts_http_target_route(F->http, "/stall",
+                         &(ts_http_route_t){.body_size = 2000, .stall_body = true});
     probe_target_t t = s_http("/stall", ts_http_target_port(F->http));
     t.timeout_ms = 300;
     done_t d;
@@ -536,13 +543,13 @@ static void test_https_self_signed(void **state)
     int port = ts_free_port();
     char port_s[16];
     snprintf(port_s, sizeof port_s, "%d", port);
-    char *argv[] = {"openssl", "s_server", "-accept", port_s, "-cert", cert, "-key", key,
-                    "-www",    "-quiet",   NULL};
+    char *argv[] = {"openssl", "s_server", "-accept", port_s,   "-cert", cert,
+                    "-key",    key,        "-www",    "-quiet", NULL};
     pid_t pid = ts_spawn(log, argv);
     assert_true(pid > 0);
     // Ready when it accepts a connection: a TCP probe says so.
-    probe_target_t tcp = {.kind = PROBE_TARGET_TCP, .host = "127.0.0.1", .port = port,
-                          .timeout_ms = 1000};
+    probe_target_t tcp = {
+        .kind = PROBE_TARGET_TCP, .host = "127.0.0.1", .port = port, .timeout_ms = 1000};
     done_t d;
     int64_t until = ts_now_ms() + 10000;
     do {
@@ -553,7 +560,8 @@ static void test_https_self_signed(void **state)
     probe_target_t t = s_http("/", port);
     t.scheme = "HTTPS";
     s_probe(&t, &d);
-    print_message("https: %s, %zu bytes of output\n", probe_result_name(d.result), strlen(d.output));
+    print_message("https: %s, %zu bytes of output\n", probe_result_name(d.result),
+                  strlen(d.output));
     assert_int_equal(d.result, PROBE_RESULT_SUCCESS); // a self-signed certificate, not verified
     assert_non_null(strstr(d.output, "s_server"));
     ts_kill(pid, SIGTERM);
@@ -576,8 +584,10 @@ static void test_https_self_signed(void **state)
 static void test_tcp_open_and_closed(void **state)
 {
     (void)state;
-    probe_target_t t = {.kind = PROBE_TARGET_TCP, .host = "127.0.0.1",
-                         .port = ts_http_target_port(F->http), .timeout_ms = 1000};
+    probe_target_t t = {.kind = PROBE_TARGET_TCP,
+                        .host = "127.0.0.1",
+                        .port = ts_http_target_port(F->http),
+                        .timeout_ms = 1000};
     done_t d;
     s_probe(&t, &d);
     assert_int_equal(d.result, PROBE_RESULT_SUCCESS);
@@ -620,8 +630,8 @@ static void test_tcp_timeout(void **state)
     int port, clients[16];
     size_t n_clients;
     int lfd = s_full_listener(&port, clients, &n_clients);
-    probe_target_t t = {.kind = PROBE_TARGET_TCP, .host = "127.0.0.1", .port = port,
-                        .timeout_ms = 400};
+    probe_target_t t = {
+        .kind = PROBE_TARGET_TCP, .host = "127.0.0.1", .port = port, .timeout_ms = 400};
     done_t d;
     s_probe(&t, &d);
     assert_int_equal(d.result, PROBE_RESULT_FAILURE);
@@ -668,8 +678,11 @@ static void test_grpc(void **state)
          "error: health rpc probe failed: rpc error: code = NotFound desc = unknown service"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        probe_target_t t = {.kind = PROBE_TARGET_GRPC, .host = "127.0.0.1", .port = port,
-                            .grpc_service = cases[i].service, .timeout_ms = 1000};
+        probe_target_t t = {.kind = PROBE_TARGET_GRPC,
+                            .host = "127.0.0.1",
+                            .port = port,
+                            .grpc_service = cases[i].service,
+                            .timeout_ms = 1000};
         done_t d;
         s_probe(&t, &d);
         print_message("grpc \"%s\": %s \"%s\"\n", cases[i].service, probe_result_name(d.result),
@@ -684,8 +697,8 @@ static void test_grpc(void **state)
 
     // A server too slow for the timeout.
     ts_grpc_health_set_delay(g, 2000);
-    probe_target_t t = {.kind = PROBE_TARGET_GRPC, .host = "127.0.0.1", .port = port,
-                        .timeout_ms = 500};
+    probe_target_t t = {
+        .kind = PROBE_TARGET_GRPC, .host = "127.0.0.1", .port = port, .timeout_ms = 500};
     done_t d;
     s_probe(&t, &d);
     assert_int_equal(d.result, PROBE_RESULT_FAILURE);
@@ -747,8 +760,8 @@ static void test_thousand_concurrent(void **state)
         probe_target_t t = s_http(path, port);
         t.timeout_ms = 10000;
         if (i % 10 == 9) { // some TCP and gRPC-refused ones in the mix
-            t = (probe_target_t){.kind = PROBE_TARGET_TCP, .host = "127.0.0.1", .port = port,
-                                 .timeout_ms = 10000};
+            t = (probe_target_t){
+                .kind = PROBE_TARGET_TCP, .host = "127.0.0.1", .port = port, .timeout_ms = 10000};
         }
         s_start(&t, &d[i]);
     }
@@ -769,8 +782,9 @@ static void test_thousand_concurrent(void **state)
         }
     }
     assert_int_equal(probe_runner_in_flight(F->runner), 0);
-    print_message("%d concurrent probes: %zu succeeded, %zu failed, all called back once in %lld ms\n",
-                  N, ok, failed, (long long)took);
+    print_message(
+        "%d concurrent probes: %zu succeeded, %zu failed, all called back once in %lld ms\n", N, ok,
+        failed, (long long)took);
     free(d);
 }
 
@@ -923,11 +937,15 @@ static void test_no_descriptor_left_behind(void **state)
         for (int i = 0; i < 30; i++) {
             probe_target_t t = s_http("/ok", port);
             if (i % 3 == 1)
-                t = (probe_target_t){.kind = PROBE_TARGET_TCP, .host = "127.0.0.1", .port = port,
+                t = (probe_target_t){.kind = PROBE_TARGET_TCP,
+                                     .host = "127.0.0.1",
+                                     .port = port,
                                      .timeout_ms = 1000};
             if (i % 3 == 2)
-                t = (probe_target_t){.kind = PROBE_TARGET_GRPC, .host = "127.0.0.1",
-                                     .port = s_closed_port(), .timeout_ms = 1000};
+                t = (probe_target_t){.kind = PROBE_TARGET_GRPC,
+                                     .host = "127.0.0.1",
+                                     .port = s_closed_port(),
+                                     .timeout_ms = 1000};
             s_start(&t, &d[i]);
         }
         many_t m = {d, 30};
@@ -1005,7 +1023,8 @@ static void test_rate_2000_per_second(void **state)
         seconds = 2; // the sanitizers are slow: correctness only
 #endif
     const int rate = 2000;
-    bench_t b = {.n = (size_t)(seconds * rate), .period_us = 1000000 / rate,
+    bench_t b = {.n = (size_t)(seconds * rate),
+                 .period_us = 1000000 / rate,
                  .port = ts_http_target_port(F->http)};
     b.late_us = calloc(b.n, sizeof *b.late_us);
     b.latency_us = calloc(b.n, sizeof *b.latency_us);

@@ -133,8 +133,8 @@ static int s_on_header(nghttp2_session *session, const nghttp2_frame *frame, con
     return 0;
 }
 
-static int s_on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
-                     size_t len, void *user)
+static int s_on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                     const uint8_t *data, size_t len, void *user)
 {
     (void)session;
     (void)flags;
@@ -172,7 +172,10 @@ static ssize_t s_read_body(nghttp2_session *session, int32_t stream_id, uint8_t 
     return (ssize_t)n;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE             \
+    }
 
 // Trailers-only: the status in the response's only HEADERS frame.
 static void s_answer_status(gconn_t *c, gstream_t *s, const char *code, const char *message)

@@ -34,7 +34,7 @@ typedef struct conn {
     size_t in_len, in_cap;
     char *out;
     size_t out_len, out_off;
-    int64_t due_us; // CONN_WAITING: when to answer
+    int64_t due_us;        // CONN_WAITING: when to answer
     bool hold_after_write; // keep it open once the (partial) answer is out
     struct conn *prev, *next;
 } conn_t;
@@ -117,20 +117,28 @@ static void s_conn_write(ts_http_target_t *self, conn_t *c)
 static const char *s_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 404: return "Not Found";
-    case 500: return "Internal Server Error";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 404:
+        return "Not Found";
+    case 500:
+        return "Internal Server Error";
+    default:
+        return "Status";
     }
 }
 
 static void s_build_response(conn_t *c, const route_t *rt)
 {
     int status = rt && rt->r.status ? rt->r.status : 200;
-    size_t body_len = rt && rt->r.body_size ? rt->r.body_size : strlen(rt && rt->body ? rt->body : "ok");
+    size_t body_len =
+        rt && rt->r.body_size ? rt->r.body_size : strlen(rt && rt->body ? rt->body : "ok");
     char head[1024];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"

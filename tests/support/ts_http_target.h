@@ -29,8 +29,8 @@ typedef struct {
 // One request as it arrived.
 typedef struct {
     char *method;
-    char *path;       // as sent, query included
-    char *headers;    // the raw header lines, "Name: value\r\n" each
+    char *path;         // as sent, query included
+    char *headers;      // the raw header lines, "Name: value\r\n" each
     int64_t arrival_us; // CLOCK_MONOTONIC (ts_mono_us) when its header was complete
 } ts_http_request_t;
 

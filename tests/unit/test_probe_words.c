@@ -14,9 +14,9 @@ static void test_go_duration(void **state)
         int64_t ms;
         const char *want;
     } cases[] = {
-        {0, "0s"},       {1, "1ms"},         {500, "500ms"},        {999, "999ms"},
-        {1000, "1s"},    {1500, "1.5s"},     {1250, "1.25s"},       {1001, "1.001s"},
-        {10000, "10s"},  {60000, "1m0s"},    {90000, "1m30s"},      {61500, "1m1.5s"},
+        {0, "0s"},           {1, "1ms"},          {500, "500ms"},   {999, "999ms"},
+        {1000, "1s"},        {1500, "1.5s"},      {1250, "1.25s"},  {1001, "1.001s"},
+        {10000, "10s"},      {60000, "1m0s"},     {90000, "1m30s"}, {61500, "1m1.5s"},
         {3600000, "1h0m0s"}, {3723000, "1h2m3s"}, {-2000, "-2s"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -36,7 +36,8 @@ static void test_url(void **state)
         const char *path, *want;
     } cases[] = {
         {"http", "10.0.0.5", 8080, "/healthz", "http://10.0.0.5:8080/healthz"},
-        {"https", "10.0.0.5", 443, "/healthz?verbose=1&x=2", "https://10.0.0.5:443/healthz?verbose=1&x=2"},
+        {"https", "10.0.0.5", 443, "/healthz?verbose=1&x=2",
+         "https://10.0.0.5:443/healthz?verbose=1&x=2"},
         {"http", "10.0.0.5", 80, "healthz", "http://10.0.0.5:80/healthz"},
         {"http", "10.0.0.5", 80, "", "http://10.0.0.5:80"},
         {"http", "10.0.0.5", 80, NULL, "http://10.0.0.5:80"},
@@ -86,9 +87,12 @@ static void test_headers(void **state)
     assert_false(probe_header_value_valid("nul\x01"));
     assert_false(probe_header_value_valid("del\x7f"));
     static const char *const canon[][2] = {
-        {"x-request-id", "X-Request-Id"}, {"USER-AGENT", "User-Agent"},
-        {"host", "Host"},                 {"x--y", "X--Y"},
-        {"etag", "Etag"},                 {"a1-b2", "A1-B2"},
+        {"x-request-id", "X-Request-Id"},
+        {"USER-AGENT", "User-Agent"},
+        {"host", "Host"},
+        {"x--y", "X--Y"},
+        {"etag", "Etag"},
+        {"a1-b2", "A1-B2"},
     };
     for (size_t i = 0; i < sizeof canon / sizeof canon[0]; i++) {
         probe_buf_t b = {0};
@@ -113,8 +117,9 @@ static void test_names(void **state)
     static const struct {
         int code;
         const char *want;
-    } codes[] = {{0, "OK"}, {4, "DeadlineExceeded"}, {5, "NotFound"}, {12, "Unimplemented"},
-                 {14, "Unavailable"}, {16, "Unauthenticated"}, {17, "Code(17)"}, {-1, "Code(-1)"}};
+    } codes[] = {
+        {0, "OK"},           {4, "DeadlineExceeded"}, {5, "NotFound"},  {12, "Unimplemented"},
+        {14, "Unavailable"}, {16, "Unauthenticated"}, {17, "Code(17)"}, {-1, "Code(-1)"}};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         probe_buf_reset(&b);
         probe_grpc_code_name(&b, codes[i].code);
@@ -123,7 +128,8 @@ static void test_names(void **state)
     static const struct {
         long status;
         const char *want;
-    } statuses[] = {{0, "UNKNOWN"}, {1, "SERVING"}, {2, "NOT_SERVING"}, {3, "SERVICE_UNKNOWN"}, {7, "7"}};
+    } statuses[] = {
+        {0, "UNKNOWN"}, {1, "SERVING"}, {2, "NOT_SERVING"}, {3, "SERVICE_UNKNOWN"}, {7, "7"}};
     for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
         probe_buf_reset(&b);
         probe_health_status_name(&b, statuses[i].status);
@@ -184,24 +190,24 @@ static void test_grpc_response(void **state)
         int rc;
         long status;
     } cases[] = {
-        {"\0\0\0\0\x02\x08\x01", 7, 0, 1},            // SERVING
-        {"\0\0\0\0\x02\x08\x02", 7, 0, 2},            // NOT_SERVING
-        {"\0\0\0\0\0", 5, 0, 0},                      // empty: UNKNOWN, proto3's default
-        {"\0\0\0\0\x05\x12\x01x\x08\x01", 10, 0, 1},  // an unknown field skipped
-        {"\0\0\0\0\x04\x08\x02\x08\x01", 9, 0, 1},    // the last value wins
-        {"\0\0\0\0\x02\x08", 6, -1, 0},               // truncated message
-        {"\0\0\0\0\x01\x08", 6, -1, 0},               // field without its value
-        {"\x01\0\0\0\x02\x08\x01", 7, -1, 0},         // compressed
-        {"\0\0\0", 3, -1, 0},                         // truncated header
-        {"", 0, -1, 0},                               // no message
-        {"\0\0\0\0\x02\x08\x01\0", 8, -1, 0},         // trailing bytes
-        {"\0\0\0\0\x01\x0f", 6, -1, 0},               // wire type 7
+        {"\0\0\0\0\x02\x08\x01", 7, 0, 1},           // SERVING
+        {"\0\0\0\0\x02\x08\x02", 7, 0, 2},           // NOT_SERVING
+        {"\0\0\0\0\0", 5, 0, 0},                     // empty: UNKNOWN, proto3's default
+        {"\0\0\0\0\x05\x12\x01x\x08\x01", 10, 0, 1}, // an unknown field skipped
+        {"\0\0\0\0\x04\x08\x02\x08\x01", 9, 0, 1},   // the last value wins
+        {"\0\0\0\0\x02\x08", 6, -1, 0},              // truncated message
+        {"\0\0\0\0\x01\x08", 6, -1, 0},              // field without its value
+        {"\x01\0\0\0\x02\x08\x01", 7, -1, 0},        // compressed
+        {"\0\0\0", 3, -1, 0},                        // truncated header
+        {"", 0, -1, 0},                              // no message
+        {"\0\0\0\0\x02\x08\x01\0", 8, -1, 0},        // trailing bytes
+        {"\0\0\0\0\x01\x0f", 6, -1, 0},              // wire type 7
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         long status = -1;
         const char *why = NULL;
-        int rc = probe_grpc_parse_response((const uint8_t *)cases[i].bytes, cases[i].len, &status,
-                                           &why);
+        int rc =
+            probe_grpc_parse_response((const uint8_t *)cases[i].bytes, cases[i].len, &status, &why);
         assert_int_equal(rc, cases[i].rc);
         if (rc == 0)
             assert_int_equal(status, cases[i].status);
@@ -234,10 +240,14 @@ static void test_buf(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_go_duration),   cmocka_unit_test(test_url),
-        cmocka_unit_test(test_join_host_port), cmocka_unit_test(test_headers),
-        cmocka_unit_test(test_names),         cmocka_unit_test(test_percent_decode),
-        cmocka_unit_test(test_grpc_request),  cmocka_unit_test(test_grpc_response),
+        cmocka_unit_test(test_go_duration),
+        cmocka_unit_test(test_url),
+        cmocka_unit_test(test_join_host_port),
+        cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_percent_decode),
+        cmocka_unit_test(test_grpc_request),
+        cmocka_unit_test(test_grpc_response),
         cmocka_unit_test(test_buf),
     };
     return TS_RUN(tests);

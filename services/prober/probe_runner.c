@@ -293,6 +293,7 @@ static void s_deliver(probe_runner_t *self)
             .result = slot->result,
             .warning = slot->warning,
             .output = probe_buf_str(&slot->output),
+            .body = slot->kind == PROBE_TARGET_HTTP ? probe_buf_str(&slot->body) : "",
             .latency_us = probe_now_us() - slot->start_us,
         };
         self->dispatching = true;

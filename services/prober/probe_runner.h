@@ -108,6 +108,11 @@ typedef struct {
     // The kubelet's words (see above); never NULL. Borrowed: valid only
     // during the callback.
     const char *output;
+    // HTTP: the last response's body as read (at most 10 KiB), whatever the
+    // verdict; "" otherwise. The kubelet logs a failing probe's body at
+    // debug level only: keep it out of events and info logs. Borrowed, as
+    // output.
+    const char *body;
     int64_t latency_us; // from probe_runner_start to the outcome
 } probe_outcome_t;
 

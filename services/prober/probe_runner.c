@@ -12,11 +12,9 @@
 // does. One poller and no timers also make destroy safe from any handler.
 #include "probe_internal.h"
 
-#include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
 #include <assert.h>
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -321,9 +319,10 @@ static int s_on_ready(zloop_t *loop, zmq_pollitem_t *item, void *arg)
         int fd = evs[i].data.fd;
         uint64_t count;
         if (fd == self->timerfd) {
-            if (read(self->timerfd, &count, sizeof count) < 0 && errno != EAGAIN)
+            if (read(self->timerfd, &count, sizeof count) == sizeof count)
+                self->timer_ms = -1; // it fired (one-shot), unless curl has set it again since
+            else if (errno != EAGAIN)
                 vmlet_log_warn(self->log, NULL, "probe runner: timerfd: %s", strerror(errno));
-            self->timer_ms = -1; // it fired: one-shot
             curl_multi_socket_action(self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         } else if (fd == self->eventfd) {
             if (read(self->eventfd, &count, sizeof count) < 0 && errno != EAGAIN)

@@ -18,6 +18,7 @@ static const struct {
     [VMLET_WORK_DONE] = {"DONE", {ARG_ITEM}},
     [VMLET_WORK_NACK] = {"NACK", {ARG_ITEM, ARG_REASON}},
     [VMLET_WORK_HEARTBEAT] = {"HEARTBEAT", {0}},
+    [VMLET_WORK_BYE] = {"BYE", {ARG_QUEUE}},
 };
 
 const char *vmlet_work_command_name(vmlet_work_command_t command)

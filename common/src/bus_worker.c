@@ -7,6 +7,7 @@
 #include <string.h>
 
 #define BROKER_LIVENESS 3 // heartbeats missed before the broker counts as gone
+#define FLUSH_ON_CLOSE_MS 1000 // longest a stopping worker waits for a silent broker
 
 struct _vmlet_bus_worker_t {
     zsock_t *sock;
@@ -114,6 +115,15 @@ void vmlet_bus_worker_destroy(vmlet_bus_worker_t **self_p)
     if (!self_p || !*self_p)
         return;
     vmlet_bus_worker_t *self = *self_p;
+    if (self->sock) {
+        // A stopping worker says so: the broker hands what it holds to
+        // another worker now rather than after our heartbeats go missing.
+        // Linger lets that and our last acknowledgements reach the broker;
+        // an acknowledgement lost here means the item is done twice, and
+        // a later submission of the same id is taken for the first.
+        s_send(self, VMLET_WORK_BYE, NULL, 0, NULL);
+        zsock_set_linger(self->sock, FLUSH_ON_CLOSE_MS);
+    }
     if (self->loop) {
         if (self->sock)
             zloop_reader_end(self->loop, self->sock);

@@ -30,6 +30,7 @@ struct _broker_t {
     vmlet_metric_t *items_done;
     vmlet_metric_t *items_requeued;
     vmlet_metric_t *workers_expired;
+    vmlet_metric_t *workers_stopped;
 };
 
 static zsock_t *s_bind(int type, const char *endpoint, int hwm, vmlet_err_t *err)
@@ -71,6 +72,8 @@ static void s_register_metrics(broker_t *self, vmlet_metrics_t *m)
     self->items_requeued = vmlet_metrics_counter(
         m, "vmlet_bus_broker_items_requeued_total",
         "Work items put back: handed back, or their worker died.", NULL);
+    self->workers_stopped = vmlet_metrics_counter(
+        m, "vmlet_bus_broker_workers_stopped_total", "Workers that said they were stopping.", NULL);
     self->workers_expired = vmlet_metrics_counter(
         m, "vmlet_bus_broker_workers_expired_total", "Workers dropped for missed heartbeats.",
         NULL);
@@ -290,6 +293,14 @@ static void s_on_work_message(broker_t *self, const char *peer, const vmlet_work
                             strcmp(in->reason, "worker at capacity") == 0))
             vmlet_counter_inc(self->items_requeued);
         break;
+    case VMLET_WORK_BYE: {
+        size_t requeued = work_queue_forget_worker(self->work, peer);
+        vmlet_counter_inc(self->workers_stopped);
+        vmlet_counter_add(self->items_requeued, (double)requeued);
+        vmlet_log_info(self->log, VMLET_KV({"worker", peer}, {"queue", in->queue}),
+                       "worker stopped; %zu items requeued", requeued);
+        break;
+    }
     default:
         vmlet_counter_inc(self->bad_messages);
     }

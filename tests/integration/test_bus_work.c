@@ -1,6 +1,8 @@
 // Work items through the real broker to real worker processes, effects
 // recorded in a real Redis: items spread over 3 workers and each effect
-// lands once; a worker SIGKILLed mid-stream loses nothing; Redis restarted
+// lands once; a worker SIGKILLed mid-stream loses nothing; a worker stopped
+// with SIGTERM says goodbye, so nothing waits for it to expire and nothing
+// runs twice; Redis restarted
 // under load and the broker restarted mid-stream delay work but lose none.
 #include "testsupport.h"
 
@@ -182,6 +184,33 @@ static void test_worker_killed_mid_stream_loses_nothing(void **state)
     free(body);
 }
 
+static void test_worker_stopped_says_goodbye(void **state)
+{
+    fixture_t *f = *state;
+    s_start_workers(f, "--work-us=2000");
+    s_submit(f, "submit", "batch");
+    s_wait_effects(f, ITEMS / 3, 60000);
+    assert_int_equal(ts_kill(f->workers[0], SIGTERM), 0);
+    int status = -1;
+    assert_int_equal(ts_wait_exit(f->workers[0], 5000, &status), 0);
+    assert_int_equal(status, 0);
+    f->workers[0] = 0;
+    s_wait_effects(f, ITEMS, 90000);
+    s_check_effects_once(f, "batch", ITEMS);
+    // Its last acknowledgements arrived (no item ran twice) and the broker
+    // forgot it at once instead of waiting for its heartbeats to stop.
+    long long total = s_redis_int(f, "HGET deliveries w1") + s_redis_int(f, "HGET deliveries w2") +
+                      s_redis_int(f, "HGET deliveries w3");
+    assert_int_equal(total, ITEMS);
+    char url[128], *body = NULL;
+    long http_status = 0;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", f->broker.http_port);
+    assert_int_equal(ts_http_get(url, &http_status, &body), 0);
+    assert_true(ts_metric_value(body, "vmlet_bus_broker_workers_stopped_total") == 1);
+    assert_true(ts_metric_value(body, "vmlet_bus_broker_workers_expired_total") == 0);
+    free(body);
+}
+
 static void test_redis_and_broker_restart_under_load(void **state)
 {
     fixture_t *f = *state;
@@ -210,6 +239,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_worker_killed_mid_stream_loses_nothing, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_worker_stopped_says_goodbye, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_and_broker_restart_under_load, setup,
                                         teardown),
     };

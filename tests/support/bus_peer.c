@@ -303,11 +303,12 @@ static int s_work(peer_t *p, vmlet_bus_options_t *bus)
     s_line("READY");
     zloop_start(loop); // until SIGTERM
     s_line("RESULT deliveries=%ld store_errors=%ld", p->deliveries, p->store_errors);
+    // Whatever watches the loop goes before the loop does.
     vmlet_bus_worker_destroy(&worker);
+    vmlet_signals_destroy(&signals);
     zloop_destroy(&loop);
     vmlet_dispatch_destroy(&dispatch);
     vmlet_store_destroy(&p->store);
-    vmlet_signals_destroy(&signals);
     return 0;
 }
 

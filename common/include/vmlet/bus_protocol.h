@@ -39,6 +39,7 @@ typedef enum {
     VMLET_WORK_DONE,
     VMLET_WORK_NACK,
     VMLET_WORK_HEARTBEAT,
+    VMLET_WORK_BYE,
     VMLET_WORK_COMMANDS
 } vmlet_work_command_t;
 

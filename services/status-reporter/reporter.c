@@ -282,6 +282,9 @@ int reporter_on_probe_result(void *arg, const vmlet_envelope_t *env)
     if (r->attempt == VMLET__PROBE_OUTCOME__PROBE_OUTCOME_FAILURE)
         events_post(self->events, pod->spec->pod, r->container, "Warning", "Unhealthy",
                     "%s probe failed: %s", title, r->output ? r->output : "");
+    if (r->warning)
+        events_post(self->events, pod->spec->pod, r->container, "Warning", "ProbeWarning",
+                    "%s probe warning: %s", title, r->output ? r->output : "");
     if (r->restart)
         events_post(self->events, pod->spec->pod, r->container, "Normal", "Killing",
                     "Container %s failed %s probe, will be restarted", r->container, kind);

@@ -600,6 +600,8 @@ static void test_events_count_repeats(void **state)
     s_expect(f, "flaky", "status.phase", "Running", 20000);
     for (int i = 0; i < 3; i++)
         ts_stack_report_probe(&f->stack, uid, "app", "liveness", false, "exit status 1");
+    ts_stack_report_probe_warning(&f->stack, uid, "app", "liveness",
+                                  "Probe terminated redirects, Response body: moved");
     // A crash loop, as the launcher reports it after a restart.
     ts_container_report_t looping = {"app", "waiting:CrashLoopBackOff", 1, 1};
     ts_stack_report_vm(&f->stack, uid, VMLET__VM_STATE__VM_STATE_RUNNING, "10.88.0.11", &looping, 1);
@@ -612,11 +614,12 @@ static void test_events_count_repeats(void **state)
         ts_kubectl(&out, "get events -n %s --field-selector involvedObject.name=flaky "
                          "-o custom-columns=REASON:.reason,COUNT:.count,MSG:.message --no-headers",
                    f->ns);
-        if (strstr(out, "Unhealthy   3") && strstr(out, "BackOff"))
+        if (strstr(out, "Unhealthy   3") && strstr(out, "BackOff") && strstr(out, "ProbeWarning"))
             break;
         usleep(100000);
     }
     if (!strstr(out, "Liveness probe failed: exit status 1") || !strstr(out, "Unhealthy   3") ||
+        !strstr(out, "Liveness probe warning: Probe terminated redirects, Response body: moved") ||
         !strstr(out, "Back-off restarting failed container"))
         fail_msg("events:\n%s", out);
     free(out);

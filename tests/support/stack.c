@@ -326,8 +326,8 @@ int ts_stack_report_vm(ts_stack_t *stack, const char *uid, Vmlet__VmState state,
     return s_publish(stack, &env);
 }
 
-int ts_stack_report_probe(ts_stack_t *stack, const char *uid, const char *container,
-                          const char *kind, bool ok, const char *output)
+static int s_report_probe(ts_stack_t *stack, const char *uid, const char *container,
+                          const char *kind, bool ok, bool warning, const char *output)
 {
     Vmlet__PodRef ref = VMLET__POD_REF__INIT;
     ref.uid = (char *)uid;
@@ -338,16 +338,29 @@ int ts_stack_report_probe(ts_stack_t *stack, const char *uid, const char *contai
     r.kind = strcmp(kind, "readiness") == 0   ? VMLET__PROBE_KIND__PROBE_KIND_READINESS
              : strcmp(kind, "liveness") == 0 ? VMLET__PROBE_KIND__PROBE_KIND_LIVENESS
                                              : VMLET__PROBE_KIND__PROBE_KIND_STARTUP;
-    r.has_outcome = 1;
+    r.has_outcome = !warning;
     r.outcome = ok ? VMLET__PROBE_OUTCOME__PROBE_OUTCOME_SUCCESS
                    : VMLET__PROBE_OUTCOME__PROBE_OUTCOME_FAILURE;
     r.has_attempt = 1; // the attempt that brought the verdict
     r.attempt = r.outcome;
+    PB_SET(&r, warning, warning);
     r.output = (char *)output;
     vmlet_envelope_t env = VMLET__ENVELOPE__INIT;
     env.body_case = VMLET__ENVELOPE__BODY_PROBE_RESULT;
     env.probe_result = &r;
     return s_publish(stack, &env);
+}
+
+int ts_stack_report_probe(ts_stack_t *stack, const char *uid, const char *container,
+                          const char *kind, bool ok, const char *output)
+{
+    return s_report_probe(stack, uid, container, kind, ok, false, output);
+}
+
+int ts_stack_report_probe_warning(ts_stack_t *stack, const char *uid, const char *container,
+                                  const char *kind, const char *output)
+{
+    return s_report_probe(stack, uid, container, kind, true, true, output);
 }
 
 int ts_stack_report_image_failed(ts_stack_t *stack, const char *image, const char *uid,

@@ -49,6 +49,9 @@ int ts_stack_report_vm(ts_stack_t *stack, const char *uid, Vmlet__VmState state,
 // Publishes a ProbeResult (kind "readiness", "liveness" or "startup").
 int ts_stack_report_probe(ts_stack_t *stack, const char *uid, const char *container,
                           const char *kind, bool ok, const char *output);
+// Publishes an attempt that succeeded with a warning (no verdict).
+int ts_stack_report_probe_warning(ts_stack_t *stack, const char *uid, const char *container,
+                                  const char *kind, const char *output);
 // Publishes an ImageFailed for an image, on behalf of a pod (uid may be NULL).
 int ts_stack_report_image_failed(ts_stack_t *stack, const char *image, const char *uid,
                                  const char *reason, const char *message);

@@ -46,7 +46,8 @@ static exec_t *s_find(agent_t *a, uint32_t id)
     return NULL;
 }
 
-static void s_exited(agent_t *a, uint32_t id, int code, int sig, const char *message)
+static void s_exited(agent_t *a, uint32_t id, int code, int sig, bool timed_out,
+                     const char *message)
 {
     Vmlet__ExecExited x = VMLET__EXEC_EXITED__INIT;
     x.has_stream_id = 1;
@@ -58,6 +59,10 @@ static void s_exited(agent_t *a, uint32_t id, int code, int sig, const char *mes
         x.signal = sig;
     }
     x.message = (char *)message;
+    if (timed_out) {
+        x.has_timed_out = 1;
+        x.timed_out = 1;
+    }
     Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
     msg.body_case = VMLET__GUEST_MESSAGE__BODY_EXEC_EXITED;
     msg.exec_exited = &x;
@@ -158,7 +163,7 @@ void exec_start(agent_t *a, const Vmlet__ExecStart *req)
     if (!c || c->pid <= 0 || c->exited) {
         snprintf(msg, sizeof msg, "container %s is not running",
                  req->container ? req->container : "");
-        s_exited(a, id, START_FAILED_NOEXEC, 0, msg);
+        s_exited(a, id, START_FAILED_NOEXEC, 0, false, msg);
         return;
     }
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1}, sv[2] = {-1, -1};
@@ -186,7 +191,7 @@ void exec_start(agent_t *a, const Vmlet__ExecStart *req)
         fd_close(&errp[0]);
         fd_close(&inp[1]);
         alog("exec %u in %s failed: %s", id, c->name, msg);
-        s_exited(a, id, code, 0, msg);
+        s_exited(a, id, code, 0, false, msg);
         return;
     }
     fd_close(&sv[0]);
@@ -313,10 +318,7 @@ static void s_finish(agent_t *a, exec_t *e)
     } else {
         code = WEXITSTATUS(e->status);
     }
-    char why[96] = "";
-    if (e->timed_out)
-        snprintf(why, sizeof why, "timed out after %d ms", e->timeout_ms);
-    s_exited(a, e->s.id, code, sig, why[0] ? why : NULL);
+    s_exited(a, e->s.id, code, sig, e->timed_out, NULL);
     alog_debug("exec %u exited %d", e->s.id, code);
     e->dead = true;
 }

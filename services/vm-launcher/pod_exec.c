@@ -212,7 +212,7 @@ void pod_exec_on_exited(pod_vm_t *self, const Vmlet__ExecExited *m)
     exec_session_t *s = s_find(self, m->stream_id);
     if (!s)
         return;
-    s_result(self->l, self, s, s->request_id, s->container, m->exit_code, false,
+    s_result(self->l, self, s, s->request_id, s->container, m->exit_code, m->timed_out,
              m->message && *m->message ? m->message : NULL);
     s_remove(self, s);
 }

@@ -11,6 +11,7 @@
 #include "ts_registry.h"
 
 #include "vmlet/kube_api.h"
+#include "vmlet/pb.h"
 #include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
@@ -28,6 +29,12 @@
 typedef struct {
     ts_stack_t stack;
     ts_registry_t registry;
+    ts_service_t prober;
+    vmlet_metrics_t *metrics;
+    vmlet_dispatch_t *dispatch;
+    vmlet_bus_subscriber_t *sub;
+    char exec_id[64];       // the exec this test waits for
+    Vmlet__ExecResult *exec; // its answer
     char layout[300];
     char ns[64];
     char busybox[200], sidecar[200]; // image references
@@ -247,6 +254,115 @@ static bool s_redis_zero(void *cmd)
     return s_redis_count(cmd) == 0;
 }
 
+static int s_on_exec_result(void *ctx, const vmlet_envelope_t *env)
+{
+    (void)ctx;
+    const Vmlet__ExecResult *r = env->exec_result;
+    if (!r->request_id || strcmp(r->request_id, g->exec_id) != 0)
+        return 0;
+    size_t len = vmlet__exec_result__get_packed_size(r);
+    uint8_t *bytes = malloc(len + 1);
+    vmlet__exec_result__pack(r, bytes);
+    if (g->exec)
+        vmlet__exec_result__free_unpacked(g->exec, NULL);
+    g->exec = vmlet__exec_result__unpack(NULL, len, bytes);
+    free(bytes);
+    return 0;
+}
+
+// Runs a command in a pod's container over the bus (ExecRequest, as probes
+// and tools do) and returns its exit code (-1: no answer, or it could not run).
+static int s_exec(const char *pod, const char *container, const char *command)
+{
+    char *uid = s_pod_field(pod, "metadata.uid");
+    Vmlet__PodRef ref = VMLET__POD_REF__INIT;
+    ref.uid = uid, ref.namespace_ = g->ns, ref.name = (char *)pod;
+    char *argv[] = {"/bin/sh", "-c", (char *)command};
+    Vmlet__ExecRequest req = VMLET__EXEC_REQUEST__INIT;
+    vmlet_random_hex(g->exec_id, 8);
+    req.request_id = g->exec_id;
+    req.pod = &ref;
+    req.container = (char *)container;
+    req.command = argv, req.n_command = 3;
+    PB_SET(&req, timeout_ms, 20000);
+    vmlet_envelope_t env = VMLET__ENVELOPE__INIT;
+    env.body_case = VMLET__ENVELOPE__BODY_EXEC_REQUEST;
+    env.exec_request = &req;
+    if (g->exec)
+        vmlet__exec_result__free_unpacked(g->exec, NULL);
+    g->exec = NULL;
+    if (!g->stack.publisher) {
+        vmlet_bus_options_t bus = {.publish_endpoint = g->stack.broker.publish, .source = "test"};
+        g->stack.metrics = vmlet_metrics_new();
+        g->stack.publisher = vmlet_bus_publisher_new(&bus, g->stack.metrics, NULL, NULL);
+        vmlet_bus_publisher_wait_ready(g->stack.publisher, 10000, NULL);
+    }
+    vmlet_bus_publish(g->stack.publisher, &env, NULL);
+    int64_t deadline = ts_now_ms() + 30000;
+    while (!g->exec && ts_now_ms() < deadline)
+        vmlet_bus_subscriber_receive(g->sub, 10, 50);
+    free(uid);
+    if (!g->exec || g->exec->error) {
+        print_message("exec %s in %s/%s: %s\n", command, pod, container,
+                      g->exec ? g->exec->error : "no answer");
+        return -1;
+    }
+    return g->exec->exit_code;
+}
+
+// The pod's Ready condition: 1 True, 0 False, -1 none yet.
+static int s_ready(const char *name)
+{
+    cJSON *pod = s_pod(name);
+    const cJSON *c;
+    int ready = -1;
+    cJSON_ArrayForEach(c, s_get(pod, "status.conditions"))
+    {
+        const char *type = s_str(c, "type", NULL), *status = s_str(c, "status", NULL);
+        if (type && status && strcmp(type, "Ready") == 0)
+            ready = strcmp(status, "True") == 0;
+    }
+    cJSON_Delete(pod);
+    return ready;
+}
+
+typedef struct {
+    const char *name;
+    int want;
+} ready_want_t;
+
+static bool s_ready_is(void *arg)
+{
+    ready_want_t *w = arg;
+    return s_ready(w->name) == w->want;
+}
+
+static void s_wait_ready(const char *name, int want, int timeout_ms)
+{
+    ready_want_t w = {name, want};
+    if (!ts_poll(s_ready_is, &w, timeout_ms)) {
+        s_dump_pod(name);
+        fail_msg("pod %s's Ready did not become %s", name, want ? "True" : "False");
+    }
+}
+
+// The events of a pod with this reason, as `kubectl get events` shows them.
+static bool s_has_event(const char *pod, const char *reason, const char *message_part)
+{
+    cJSON *list = ts_kubectl_json("get events -n %s --field-selector involvedObject.name=%s -o json",
+                                  g->ns, pod);
+    bool found = false;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(list, "items"))
+    {
+        const char *r = s_str(e, "reason", NULL), *m = s_str(e, "message", NULL);
+        if (r && strcmp(r, reason) == 0 && (!message_part || (m && strstr(m, message_part))))
+            found = true;
+    }
+    cJSON_Delete(list);
+    return found;
+}
+
 // --- setup -------------------------------------------------------------------------------
 
 static int setup(void **state)
@@ -276,6 +392,17 @@ static int setup(void **state)
     assert_int_equal(ts_stack_service(&g->stack, "vm-launcher", &g->stack.launcher, launcher), 0);
     assert_int_equal(ts_stack_service(&g->stack, "k8s-watcher", &g->stack.watcher, retry), 0);
     assert_int_equal(ts_stack_service(&g->stack, "status-reporter", &g->stack.reporter, fast), 0);
+    const char *const prober[] = {"--lease-period=3s", NULL};
+    assert_int_equal(ts_stack_service(&g->stack, "prober", &g->prober, prober), 0);
+    g->metrics = vmlet_metrics_new();
+    static const vmlet_route_t routes[] = {{VMLET__ENVELOPE__BODY_EXEC_RESULT, s_on_exec_result},
+                                           VMLET_ROUTES_END};
+    g->dispatch = vmlet_dispatch_new(routes, g, g->metrics, NULL);
+    vmlet_bus_options_t bus = {.subscribe_endpoint = g->stack.broker.subscribe, .hwm = 10000};
+    vmlet_body_case_t topics[] = {VMLET__ENVELOPE__BODY_EXEC_RESULT};
+    g->sub = vmlet_bus_subscriber_new(&bus, topics, 1, g->dispatch, g->metrics, NULL, NULL);
+    while (!vmlet_bus_subscriber_ready(g->sub))
+        vmlet_bus_subscriber_receive(g->sub, 10, 50);
     assert_int_equal(ts_kubectl_namespace(g->ns), 0);
     char manifest[2048];
     snprintf(manifest, sizeof manifest,
@@ -294,6 +421,12 @@ static int teardown(void **state)
     (void)state;
     ts_kubectl(NULL, "delete namespace %s --wait=false", g->ns);
     ts_kubectl(NULL, "delete node %s --wait=false", g->stack.node);
+    vmlet_bus_subscriber_destroy(&g->sub);
+    vmlet_dispatch_destroy(&g->dispatch);
+    vmlet_metrics_destroy(&g->metrics);
+    if (g->exec)
+        vmlet__exec_result__free_unpacked(g->exec, NULL);
+    ts_stack_service_stop(&g->prober);
     ts_stack_stop(&g->stack); // the launcher kills its VMs and removes its network
     ts_registry_stop(&g->registry);
     free(g);
@@ -618,6 +751,113 @@ static void test_flood_is_contained(void **state)
     ts_kubectl(NULL, "delete pod -n %s flood --wait=false", g->ns);
 }
 
+// Probes against a real VM: busybox httpd's readiness (a CGI answering
+// 500 while /tmp/fail exists) takes the pod's Ready to False after
+// failureThreshold periods and back after recovery; a liveness exec probe
+// failing restarts the container (restartCount rises; Unhealthy and
+// Killing events); exec readiness probes exiting 0, 1, and hanging past
+// their timeout.
+static void test_probes_in_a_vm(void **state)
+{
+    (void)state;
+    s_apply(POD_HEAD
+            "  containers:\n  - name: web\n    image: %s\n"
+            "    command:\n    - /bin/sh\n    - -c\n"
+            "    - |\n"
+            "      mkdir -p /tmp/www/cgi-bin\n"
+            "      echo '#!/bin/sh' > /tmp/www/cgi-bin/ready\n"
+            "      echo 'if [ -e /tmp/fail ]; then echo \"Status: 500 Failing\"; echo; echo failing; "
+            "else echo \"Content-Type: text/plain\"; echo; echo ok; fi' >> /tmp/www/cgi-bin/ready\n"
+            "      chmod +x /tmp/www/cgi-bin/ready\n"
+            "      exec httpd -f -p 8080 -h /tmp/www\n"
+            "    ports: [{name: http, containerPort: 8080}]\n"
+            "    readinessProbe:\n"
+            "      httpGet: {path: /cgi-bin/ready, port: http}\n"
+            "      periodSeconds: 2\n      failureThreshold: 2\n"
+            "    livenessProbe:\n"
+            "      exec: {command: [/bin/sh, -c, 'test ! -e /tmp/dead']}\n"
+            "      periodSeconds: 2\n      failureThreshold: 2\n      timeoutSeconds: 5\n",
+            "probed", g->ns, g->stack.node, 2, "Always", g->busybox);
+    s_apply(POD_HEAD
+            "  containers:\n"
+            "  - name: good\n    image: %s\n    command: [sleep, '100000']\n"
+            "    readinessProbe: {exec: {command: ['true']}, periodSeconds: 2}\n"
+            "  - name: bad\n    image: %s\n    command: [sleep, '100000']\n"
+            "    readinessProbe: {exec: {command: [/bin/sh, -c, 'echo nope; exit 1']}, periodSeconds: 2}\n"
+            "  - name: hang\n    image: %s\n    command: [sleep, '100000']\n"
+            "    readinessProbe: {exec: {command: [sleep, '30']}, periodSeconds: 3, timeoutSeconds: 1}\n",
+            "execs", g->ns, g->stack.node, 1, "Always", g->busybox, g->busybox, g->busybox);
+    s_wait_ready("probed", 1, WAIT_MS);
+    // Readiness: failing, then recovered, as kubectl shows it.
+    assert_int_equal(s_exec("probed", "web", "touch /tmp/fail"), 0);
+    int64_t t0 = ts_now_ms();
+    s_wait_ready("probed", 0, 60000);
+    print_message("Ready went False %lld ms after the path started failing (2 x 2 s)\n",
+                  (long long)(ts_now_ms() - t0));
+    assert_true(s_has_event("probed", "Unhealthy", "HTTP probe failed with statuscode: 500"));
+    assert_int_equal(s_exec("probed", "web", "rm /tmp/fail"), 0);
+    s_wait_ready("probed", 1, 60000);
+    // Liveness: the container restarts, counted, with the events.
+    assert_int_equal(s_exec("probed", "web", "touch /tmp/dead"), 0);
+    int64_t deadline = ts_now_ms() + 120000;
+    int restarts = 0;
+    while (ts_now_ms() < deadline && restarts < 1) {
+        cJSON *pod = s_pod("probed");
+        const cJSON *rc = s_get(pod, "status.containerStatuses.0.restartCount");
+        restarts = cJSON_IsNumber(rc) ? rc->valueint : 0;
+        cJSON_Delete(pod);
+        usleep(500 * 1000);
+    }
+    assert_int_equal(restarts, 1);
+    assert_true(s_has_event("probed", "Unhealthy", "Liveness probe failed"));
+    assert_true(s_has_event("probed", "Killing", "failed liveness probe, will be restarted"));
+    s_wait_ready("probed", 1, 120000); // the new run has no /tmp/dead and passes
+    // Exec readiness: 0 ready, 1 not (with its output), a hang not (timed out).
+    s_wait_running("execs");
+    typedef struct {
+        const char *name;
+        bool ready;
+    } want_t;
+    const want_t want[] = {{"good", true}, {"bad", false}, {"hang", false}};
+    deadline = ts_now_ms() + 60000;
+    bool ok = false;
+    while (!ok && ts_now_ms() < deadline) {
+        cJSON *pod = s_pod("execs");
+        ok = true;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, s_get(pod, "status.containerStatuses"))
+        {
+            const char *name = s_str(c, "name", NULL);
+            bool ready = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "ready"));
+            for (size_t i = 0; i < 3; i++)
+                if (name && strcmp(name, want[i].name) == 0 && ready != want[i].ready)
+                    ok = false;
+        }
+        cJSON_Delete(pod);
+        ok = ok && s_has_event("execs", "Unhealthy", "nope") &&
+             s_has_event("execs", "Unhealthy", "timed out");
+        if (!ok)
+            usleep(500 * 1000);
+    }
+    if (!ok) {
+        char *out = NULL;
+        ts_kubectl(&out, "get pod -n %s execs -o jsonpath='{.status.containerStatuses}'", g->ns);
+        fprintf(stderr, "execs: %s\n", out ? out : "");
+        free(out);
+        out = NULL;
+        ts_kubectl(&out, "get events -n %s --field-selector involvedObject.name=execs "
+                         "-o custom-columns=REASON:.reason,MSG:.message --no-headers", g->ns);
+        fprintf(stderr, "events:\n%s\n", out ? out : "");
+        free(out);
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "grep -a execs %s/status-reporter.log %s/prober.log | tail -n 40 >&2",
+                 g->stack.dir, g->stack.dir);
+        if (system(cmd) != 0) { /* diagnostics only */ }
+    }
+    assert_true(ok);
+    ts_kubectl(NULL, "delete pod -n %s probed execs --wait=false", g->ns);
+}
+
 // The launcher SIGKILLed with both VMs running, then started again: the
 // VMs ran on (same processes), are reported again, and what the ticker
 // printed meanwhile is in its log, every line once.
@@ -694,7 +934,7 @@ static void test_delete_cleans_up(void **state)
     assert_int_not_equal(system(pg), 0);
     free(pg);
     // The last pod goes too: every address is free again.
-    assert_int_equal(ts_kubectl(NULL, "delete pod -n %s multi env spoof flood --ignore-not-found --wait=true --timeout=120s",
+    assert_int_equal(ts_kubectl(NULL, "delete pod -n %s multi env spoof flood probed execs --ignore-not-found --wait=true --timeout=120s",
                                 g->ns), 0);
     char key[100];
     snprintf(key, sizeof key, "HLEN vmlet:ipam:%s", g->stack.pod_cidr);
@@ -711,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_two_pods_network_and_images),
         cmocka_unit_test(test_no_spoofing),
         cmocka_unit_test(test_flood_is_contained),
+        cmocka_unit_test(test_probes_in_a_vm),
         cmocka_unit_test(test_launcher_killed_and_back),
         cmocka_unit_test(test_delete_cleans_up),
     };

@@ -37,23 +37,26 @@ static void s_drop(prober_t *self, const char *uid, const char *why)
 
 static void s_renew(prober_t *self)
 {
-    zlistx_t *uids = zhashx_keys(self->pods);
-    for (const char *uid = zlistx_first(uids); uid; uid = zlistx_next(uids)) {
-        vmlet_err_t err = {0};
-        int rc = ownership_renew(self->store, uid, self->id, self->settings->lease_ms, &err);
-        if (rc == 0)
-            s_drop(self, uid, "another prober holds its lease");
-    }
-    zlistx_destroy(&uids);
-}
-
-// Whether anyone holds the pod's lease.
-static bool s_leased(prober_t *self, const char *uid)
-{
-    redisReply *r = vmlet_store_command(self->store, NULL, "EXISTS vmlet:probe-lease:%s", uid);
-    bool held = !r || (r->type == REDIS_REPLY_INTEGER && r->integer == 1); // no answer: assume so
-    freeReplyObject(r);
-    return held;
+    size_t n = zhashx_size(self->pods);
+    if (n == 0)
+        return;
+    zlistx_t *keys = zhashx_keys(self->pods);
+    const char **uids = vmlet_xcalloc(n, sizeof *uids);
+    int *ours = vmlet_xcalloc(n, sizeof *ours);
+    size_t i = 0;
+    for (const char *uid = zlistx_first(keys); uid && i < n; uid = zlistx_next(keys))
+        uids[i++] = uid;
+    vmlet_err_t err = {0};
+    if (ownership_renew_many(self->store, uids, n, self->id, self->settings->lease_ms, ours,
+                             &err) < 0)
+        vmlet_log_warn(self->log, NULL, "renewing probe leases: %s", err.msg);
+    else
+        for (i = 0; i < n; i++)
+            if (!ours[i])
+                s_drop(self, uids[i], "another prober holds its lease");
+    free(ours);
+    free(uids);
+    zlistx_destroy(&keys);
 }
 
 // Takes pods nobody holds: up to this prober's share of them, so that
@@ -61,38 +64,48 @@ static bool s_leased(prober_t *self, const char *uid)
 // still free at the previous scan too (their prober died and nobody else
 // took them: the count of instances alive still includes the dead one's
 // presence for a while), so no pod waits longer than a lease and two
-// scans.
+// scans. A pod whose prober died is taken at once, whatever the share.
+// Redis is asked about all the pods not ours in a few round trips, so a
+// scan of thousands of pods does not hold the loop (and the probes).
 static void s_acquire(prober_t *self)
 {
-    char **uids;
-    size_t n;
+    char **all;
+    size_t n_all;
     vmlet_err_t err = {0};
-    if (vmlet_pod_store_uids(self->store, &uids, &n, &err) < 0) {
+    if (vmlet_pod_store_uids(self->store, &all, &n_all, &err) < 0) {
         vmlet_log_warn(self->log, NULL, "listing the pods: %s", err.msg);
         return;
     }
     size_t probers = (size_t)ownership_probers_alive(self->store);
-    size_t share = (n + probers - 1) / probers + 1;
+    size_t share = (n_all + probers - 1) / probers + 1;
+    // The pods not ours, from a random place, so probers that scan at
+    // once spread out.
+    const char **uids = vmlet_xcalloc(n_all ? n_all : 1, sizeof *uids);
+    size_t n = 0, first = n_all ? (size_t)(vmlet_random01() * (double)n_all) : 0;
+    for (size_t k = 0; k < n_all; k++) {
+        const char *uid = all[(first + k) % n_all];
+        if (!zhashx_lookup(self->pods, uid))
+            uids[n++] = uid;
+    }
+    ownership_state_t *states = vmlet_xcalloc(n ? n : 1, sizeof *states);
+    if (n && ownership_states(self->store, uids, n, states, &err) < 0) {
+        vmlet_log_warn(self->log, NULL, "reading probe leases: %s", err.msg);
+        n = 0; // try again at the next scan
+    }
     zhashx_t *free_now = zhashx_new();
-    // Start at a random place, so probers that scan at once spread out.
-    size_t first = n ? (size_t)(vmlet_random01() * (double)n) : 0;
     for (size_t k = 0; k < n; k++) {
-        const char *uid = uids[(first + k) % n];
-        if (zhashx_lookup(self->pods, uid))
+        const char *uid = uids[k];
+        bool orphan = states[k] == OWNERSHIP_ORPHANED;
+        if (states[k] == OWNERSHIP_LEASED)
             continue;
-        // A pod whose prober died is taken at once, whatever the share, and
-        // probed soon: it has waited a lease already.
-        bool orphan = ownership_orphaned(self->store, uid);
-        bool over_share = zhashx_size(self->pods) >= share;
-        if (over_share && !orphan) {
-            if (s_leased(self, uid))
-                continue;
+        if (!orphan && zhashx_size(self->pods) >= share) {
             zhashx_insert(free_now, uid, "");
             if (!zhashx_lookup(self->free_before, uid))
                 continue; // others under their share may take it first
         }
         if (ownership_take(self->store, uid, self->id, self->settings->lease_ms, &err) != 1)
             continue;
+        // An orphan has waited a lease already: its first probe comes soon.
         pod_probes_t *pod = pod_probes_new(self, uid, orphan ? self->settings->lease_ms / 4 : -1);
         if (!pod) {
             ownership_release(self->store, uid, self->id);
@@ -102,7 +115,9 @@ static void s_acquire(prober_t *self)
     }
     zhashx_destroy(&self->free_before);
     self->free_before = free_now;
-    vmlet_pod_store_free_uids(uids, n);
+    free(states);
+    free(uids);
+    vmlet_pod_store_free_uids(all, n_all);
     vmlet_gauge_set(self->owned, (double)zhashx_size(self->pods));
 }
 

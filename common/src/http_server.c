@@ -5,6 +5,7 @@
 // discarding until the client closes) so that unread request bytes do not
 // turn our close into a reset that destroys the response in flight.
 #include "vmlet/http_server.h"
+#include "vmlet/http_status.h"
 #include "vmlet/net.h"
 
 #include <errno.h>
@@ -179,18 +180,6 @@ static int s_conn_watch(conn_t *conn, short events)
     return 0;
 }
 
-static const char *s_reason(int status)
-{
-    static const int codes[] = {200, 204, 400, 403, 404, 405, 500, 503};
-    static const char *const phrases[] = {
-        "OK",        "No Content",         "Bad Request",           "Forbidden",
-        "Not Found", "Method Not Allowed", "Internal Server Error", "Service Unavailable"};
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-        if (codes[i] == status)
-            return phrases[i];
-    return "Status"; // the phrase is informational; clients read the code
-}
-
 static void s_conn_write(conn_t *conn);
 
 // Takes the response over (body included) and starts sending it. `head_only`
@@ -208,7 +197,7 @@ static void s_conn_respond(conn_t *conn, vmlet_http_response_t *response, bool h
     int n = snprintf(conn->head, sizeof conn->head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\n%s\r\n",
-                     status, s_reason(status), type, body_len,
+                     status, vmlet_http_reason(status, "Status"), type, body_len,
                      status == 405 ? "Allow: GET, HEAD\r\n" : "");
     conn->head_len = n > 0 && (size_t)n < sizeof conn->head ? (size_t)n : 0;
     if (head_only) {
@@ -292,7 +281,8 @@ static bool s_parse_request(conn_t *conn, vmlet_http_request_t *request)
     char *query = strchr(target, '?');
     if (query)
         *query++ = '\0';
-    *request = (vmlet_http_request_t){method, target, query ? query : "", s_header(eol + 1, "authorization")};
+    *request = (vmlet_http_request_t){method, target, query ? query : "",
+                                      s_header(eol + 1, "authorization")};
     return true;
 }
 

@@ -4,6 +4,7 @@
 // Every transfer runs through a multi handle, so another thread can wake a
 // blocked request (vmlet_kube_wakeup) and the cancel check can abandon it.
 #include "vmlet/kube.h"
+#include "vmlet/http_status.h"
 #include "vmlet/timeutil.h"
 
 #include <curl/curl.h>
@@ -248,36 +249,6 @@ static int s_transport_error(vmlet_kube_t *self, CURLcode rc, vmlet_err_t *err)
     }
 }
 
-static const char *s_reason(long status)
-{
-    static const struct {
-        long code;
-        const char *text;
-    } reasons[] = {{200, "OK"},
-                   {201, "Created"},
-                   {202, "Accepted"},
-                   {400, "Bad Request"},
-                   {401, "Unauthorized"},
-                   {403, "Forbidden"},
-                   {404, "Not Found"},
-                   {405, "Method Not Allowed"},
-                   {406, "Not Acceptable"},
-                   {409, "Conflict"},
-                   {410, "Gone"},
-                   {413, "Request Entity Too Large"},
-                   {415, "Unsupported Media Type"},
-                   {422, "Unprocessable Entity"},
-                   {429, "Too Many Requests"},
-                   {500, "Internal Server Error"},
-                   {502, "Bad Gateway"},
-                   {503, "Service Unavailable"},
-                   {504, "Gateway Timeout"}};
-    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
-        if (reasons[i].code == status)
-            return reasons[i].text;
-    return "HTTP error";
-}
-
 // What to check after a 401 or 403, given how this client authenticates.
 static const char *s_auth_hint(const vmlet_kube_t *self, long status)
 {
@@ -307,7 +278,7 @@ static int s_status_error(const vmlet_kube_t *self, long status, const char *bod
         snprintf(text, sizeof text, "%.200s", body && *body ? body : "(empty body)");
     text[strcspn(text, "\r\n")] = '\0';
     cJSON_Delete(json);
-    return vmlet_err_set(err, "%ld %s: %s%s", status, s_reason(status), text,
+    return vmlet_err_set(err, "%ld %s: %s%s", status, vmlet_http_reason(status, "HTTP error"), text,
                          status == 401 || status == 403 ? s_auth_hint(self, status) : "");
 }
 
@@ -466,7 +437,7 @@ int vmlet_kube_get(vmlet_kube_t *self, const char *path, cJSON **out, vmlet_err_
     *out = raw && *raw ? cJSON_Parse(raw) : NULL;
     if (!*out)
         return vmlet_err_set(err, "GET %s%s: %ld %s but the body is not JSON", self->config.server,
-                             path, status, s_reason(status));
+                             path, status, vmlet_http_reason(status, "HTTP error"));
     return 0;
 }
 

@@ -2,6 +2,7 @@
 // trust, error text), and the ping.
 #include "registry_internal.h"
 
+#include "vmlet/http_status.h"
 #include "vmlet/xalloc.h"
 
 #include <errno.h>
@@ -185,34 +186,6 @@ const char *reg_cred_hint(const registry_cred_t *cred, char *buf, size_t cap, co
     return buf;
 }
 
-static const char *s_reason(long status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "HTTP error";
-    }
-}
-
 // A token server's own shapes: {"details": ...} (Docker Hub) or OAuth2's
 // {"error": ..., "error_description": ...}.
 static bool s_token_error(const cJSON *json, char *text, size_t cap)
@@ -258,12 +231,14 @@ int reg_status_error(long status, const reg_buf_t *body, vmlet_err_t *err)
     if (structured)
         return vmlet_err_set(err, "%ld %s", status, text);
     if (token)
-        return vmlet_err_set(err, "%ld %s: %s", status, s_reason(status), text);
+        return vmlet_err_set(err, "%ld %s: %s", status, vmlet_http_reason(status, "HTTP error"),
+                             text);
     if (!body->data || !body->len)
-        return vmlet_err_set(err, "%ld %s (empty body)", status, s_reason(status));
+        return vmlet_err_set(err, "%ld %s (empty body)", status,
+                             vmlet_http_reason(status, "HTTP error"));
     int n = (int)strcspn(body->data, "\r\n");
-    return vmlet_err_set(err, "%ld %s: %.*s", status, s_reason(status), n > 200 ? 200 : n,
-                         body->data);
+    return vmlet_err_set(err, "%ld %s: %.*s", status, vmlet_http_reason(status, "HTTP error"),
+                         n > 200 ? 200 : n, body->data);
 }
 
 // --- ping --------------------------------------------------------------------------

@@ -73,11 +73,10 @@ int ownership_states(vmlet_store_t *store, const char *const *uids, size_t n,
                      ownership_state_t *states, vmlet_err_t *err)
 {
     // KEYS[i] the lease, KEYS[n+i] the held marker.
-    static const char script[] =
-        "local n = #KEYS / 2 local out = {} for i = 1, n do "
-        "if redis.call('EXISTS', KEYS[i]) == 1 then out[i] = 1 "
-        "elseif redis.call('EXISTS', KEYS[n + i]) == 1 then out[i] = 2 "
-        "else out[i] = 0 end end return out";
+    static const char script[] = "local n = #KEYS / 2 local out = {} for i = 1, n do "
+                                 "if redis.call('EXISTS', KEYS[i]) == 1 then out[i] = 1 "
+                                 "elseif redis.call('EXISTS', KEYS[n + i]) == 1 then out[i] = 2 "
+                                 "else out[i] = 0 end end return out";
     int *answers = vmlet_xcalloc(n ? n : 1, sizeof *answers);
     int rc = 0;
     for (size_t at = 0; at < n && rc == 0; at += BATCH) {
@@ -91,7 +90,6 @@ int ownership_states(vmlet_store_t *store, const char *const *uids, size_t n,
     free(answers);
     return rc;
 }
-
 
 int ownership_take(vmlet_store_t *store, const char *uid, const char *me, int64_t lease_ms,
                    vmlet_err_t *err)
@@ -130,9 +128,8 @@ int ownership_probers_alive(vmlet_store_t *store)
     int n = 0;
     char cursor[32] = "0";
     do {
-        redisReply *r = vmlet_store_command(store, NULL,
-                                            "SCAN %s MATCH vmlet:instances:prober:* COUNT 1000",
-                                            cursor);
+        redisReply *r = vmlet_store_command(
+            store, NULL, "SCAN %s MATCH vmlet:instances:prober:* COUNT 1000", cursor);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             freeReplyObject(r);
             break;

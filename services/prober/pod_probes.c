@@ -17,11 +17,16 @@
 static const char *s_handler_name(const Vmlet__Probe *spec)
 {
     switch (spec->handler_case) {
-    case VMLET__PROBE__HANDLER_HTTP_GET: return "http";
-    case VMLET__PROBE__HANDLER_TCP_SOCKET: return "tcp";
-    case VMLET__PROBE__HANDLER_EXEC: return "exec";
-    case VMLET__PROBE__HANDLER_GRPC: return "grpc";
-    default: return "none";
+    case VMLET__PROBE__HANDLER_HTTP_GET:
+        return "http";
+    case VMLET__PROBE__HANDLER_TCP_SOCKET:
+        return "tcp";
+    case VMLET__PROBE__HANDLER_EXEC:
+        return "exec";
+    case VMLET__PROBE__HANDLER_GRPC:
+        return "grpc";
+    default:
+        return "none";
     }
 }
 
@@ -153,10 +158,11 @@ static void s_on_done(void *arg, const probe_outcome_t *outcome)
     probe_t *probe = pod && t->index < pod->n_probes ? &pod->probes[t->index] : NULL;
     bool current = probe && probe->in_flight && probe->attempt == t->attempt;
     zlistx_delete(p->tickets, t->handle); // frees t
-    if (!current) // a pod let go, or an attempt given up, meanwhile
+    if (!current)                         // a pod let go, or an attempt given up, meanwhile
         return;
     if (outcome->result == PROBE_RESULT_FAILURE && outcome->body && *outcome->body)
-        vmlet_log_debug(p->log, VMLET_KV({"pod", pod->uid}, {"kind", probe_kind_name(probe->state.kind)}),
+        vmlet_log_debug(p->log,
+                        VMLET_KV({"pod", pod->uid}, {"kind", probe_kind_name(probe->state.kind)}),
                         "probe failed; response body: %.1024s", outcome->body);
     if (outcome->result == PROBE_RESULT_UNKNOWN && ++probe->tries < UNKNOWN_TRIES) {
         vmlet_log_debug(p->log, VMLET_KV({"pod", pod->uid}), "probe error, trying again: %s",
@@ -252,7 +258,8 @@ static void s_start(probe_t *probe)
     if (!target.host[0])
         return s_finish(probe, VERDICT_UNKNOWN, false, "the pod has no IP yet");
     if (target.port <= 0 || target.port > 65535)
-        return s_finish(probe, VERDICT_UNKNOWN, false, "the probe's port is not one of the container's");
+        return s_finish(probe, VERDICT_UNKNOWN, false,
+                        "the probe's port is not one of the container's");
     ticket_t *t = vmlet_xcalloc(1, sizeof *t);
     t->p = p;
     snprintf(t->uid, sizeof t->uid, "%s", pod->uid);
@@ -291,7 +298,8 @@ void pod_probes_run(probe_t *probe)
         return;
     }
     const container_view_t *v = &pod->views[probe->container];
-    probe_container_t c = {.running = v->running, .started_unix_ms = v->started_unix_ms,
+    probe_container_t c = {.running = v->running,
+                           .started_unix_ms = v->started_unix_ms,
                            .container_id = v->container_id,
                            .started = s_started(pod, probe->container)};
     bool new_run = strcmp(probe->state.container_id, v->container_id) != 0;
@@ -354,7 +362,8 @@ static void s_view(pod_probes_t *self, Vmlet__ContainerStatus **list, size_t n)
             if (strcmp(self->spec->containers[c]->name, st->name) != 0)
                 continue;
             container_view_t *v = &self->views[c];
-            v->running = st->state && st->state->state_case == VMLET__CONTAINER_STATE__STATE_RUNNING;
+            v->running =
+                st->state && st->state->state_case == VMLET__CONTAINER_STATE__STATE_RUNNING;
             v->started_unix_ms = v->running ? st->state->running->started_unix_ms : 0;
             snprintf(v->container_id, sizeof v->container_id, "%s",
                      st->container_id ? st->container_id : "");

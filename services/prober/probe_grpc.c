@@ -3,6 +3,8 @@
 // of the kubelet's pkg/probe/grpc (see probe_runner.h).
 #include "probe_internal.h"
 
+#include "vmlet/http_status.h"
+
 #include <string.h>
 
 #define GRPC_CODE_DEADLINE_EXCEEDED 4
@@ -97,7 +99,7 @@ static void s_response(probe_slot_t *slot)
     probe_buf_reset(desc);
     if (slot->grpc_status < 0) {
         if (http != 200) {
-            const char *text = probe_http_status_text(http);
+            const char *text = vmlet_http_reason(http, NULL);
             probe_buf_printf(desc, "unexpected HTTP status code received from server: %ld", http);
             if (text)
                 probe_buf_printf(desc, " (%s)", text);

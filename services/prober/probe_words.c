@@ -242,36 +242,6 @@ void probe_health_status_name(probe_buf_t *out, long status)
         probe_buf_printf(out, "%ld", status);
 }
 
-const char *probe_http_status_text(long code)
-{
-    switch (code) {
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 415:
-        return "Unsupported Media Type";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return NULL;
-    }
-}
-
 static int s_hex_value(char c)
 {
     return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;

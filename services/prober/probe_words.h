@@ -61,8 +61,6 @@ void probe_grpc_code_name(probe_buf_t *out, int code);
 // Appends grpc.health.v1 ServingStatus names: "SERVING", "NOT_SERVING";
 // an unknown value as its number, as protobuf-go prints it.
 void probe_health_status_name(probe_buf_t *out, long status);
-// Go's http.StatusText for the codes gRPC mentions; NULL for others.
-const char *probe_http_status_text(long code);
 
 // Decodes %XX escapes in place (grpc-message is percent-encoded).
 void probe_percent_decode(probe_buf_t *b);

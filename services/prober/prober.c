@@ -47,8 +47,8 @@ static void s_renew(prober_t *self)
     for (const char *uid = zlistx_first(keys); uid && i < n; uid = zlistx_next(keys))
         uids[i++] = uid;
     vmlet_err_t err = {0};
-    if (ownership_renew_many(self->store, uids, n, self->id, self->settings->lease_ms, ours,
-                             &err) < 0)
+    if (ownership_renew_many(self->store, uids, n, self->id, self->settings->lease_ms, ours, &err) <
+        0)
         vmlet_log_warn(self->log, NULL, "renewing probe leases: %s", err.msg);
     else
         for (i = 0; i < n; i++)
@@ -242,13 +242,13 @@ void *prober_start(vmlet_service_t *service, vmlet_err_t *err)
                                       "Pods whose probes this instance runs.", NULL);
     static const double latency[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                      0.1,   0.25,   0.5,   1,    2.5,   5};
-    self->latency = vmlet_metrics_histogram(m, "vmlet_prober_probe_seconds",
-                                            "How long probe attempts take.", NULL, latency,
-                                            sizeof latency / sizeof latency[0]);
+    self->latency =
+        vmlet_metrics_histogram(m, "vmlet_prober_probe_seconds", "How long probe attempts take.",
+                                NULL, latency, sizeof latency / sizeof latency[0]);
     static const double late[] = {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1};
     self->lateness = vmlet_metrics_histogram(m, "vmlet_prober_start_lateness_seconds",
-                                             "How late probes start against their schedule.",
-                                             NULL, late, sizeof late / sizeof late[0]);
+                                             "How late probes start against their schedule.", NULL,
+                                             late, sizeof late / sizeof late[0]);
     self->skipped = vmlet_metrics_counter(m, "vmlet_prober_ticks_skipped_total",
                                           "Due probes not run: the last attempt was still out, "
                                           "or too many were.",
@@ -256,7 +256,8 @@ void *prober_start(vmlet_service_t *service, vmlet_err_t *err)
     self->tick_timer = zloop_timer(self->loop, TICK_MS, 0, s_on_tick, self);
     // Renew well before leases run out; take free pods as often, so a dead
     // prober's pods are probed again within a lease and a half.
-    size_t lease_tick = (size_t)(self->settings->lease_ms / 4 > 0 ? self->settings->lease_ms / 4 : 1);
+    size_t lease_tick =
+        (size_t)(self->settings->lease_ms / 4 > 0 ? self->settings->lease_ms / 4 : 1);
     self->lease_timer = zloop_timer(self->loop, lease_tick, 0, s_on_lease, self);
     vmlet_log_info(self->log, VMLET_KV({"prober", self->id}), "probing with %lld ms leases",
                    (long long)self->settings->lease_ms);

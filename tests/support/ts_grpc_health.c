@@ -3,6 +3,8 @@
 // mem_recv and drained with mem_send.
 #include "ts_grpc_health.h"
 
+#include "ts_epoll_server.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -52,7 +54,7 @@ typedef struct service {
 } service_t;
 
 struct _ts_grpc_health_t {
-    int listen_fd, epfd, wake_fd, port;
+    ts_epoll_server_t srv;
     pthread_t thread;
     pthread_mutex_t lock; // services, delay, calls, last_ua
     service_t *services;
@@ -294,7 +296,7 @@ static int s_on_close(nghttp2_session *session, int32_t stream_id, uint32_t erro
 
 static void s_conn_close(ts_grpc_health_t *self, gconn_t *c)
 {
-    epoll_ctl(self->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(self->srv.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     nghttp2_session_del(c->session); // calls s_on_close for the streams left
     while (c->streams) {
@@ -343,7 +345,7 @@ static int s_flush(ts_grpc_health_t *self, gconn_t *c)
     if (c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
     struct epoll_event ev = {.events = EPOLLIN | (c->out_len ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(self->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    epoll_ctl(self->srv.epfd, EPOLL_CTL_MOD, c->fd, &ev);
     if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
         !c->out_len)
         return -1;
@@ -371,7 +373,7 @@ static void s_conn_ready(ts_grpc_health_t *self, gconn_t *c)
 static void s_accept(ts_grpc_health_t *self)
 {
     for (;;) {
-        int fd = accept4(self->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(self->srv.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         gconn_t *c = calloc(1, sizeof *c);
@@ -395,7 +397,7 @@ static void s_accept(ts_grpc_health_t *self)
             self->conns->prev = c;
         self->conns = c;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev);
+        epoll_ctl(self->srv.epfd, EPOLL_CTL_ADD, fd, &ev);
         if (s_flush(self, c) < 0)
             s_conn_close(self, c);
     }
@@ -432,7 +434,7 @@ static void *s_run(void *arg)
     ts_grpc_health_t *self = arg;
     struct epoll_event evs[64];
     for (;;) {
-        int n = epoll_wait(self->epfd, evs, 64, s_due(self));
+        int n = epoll_wait(self->srv.epfd, evs, 64, s_due(self));
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == (void *)-1)
@@ -458,34 +460,21 @@ ts_grpc_health_t *ts_grpc_health_start(void)
         abort();
     pthread_mutex_init(&self->lock, NULL);
     s_service(self, "", true)->status = TS_GRPC_SERVING; // as grpc-go's health server starts
-    self->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (bind(self->listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        listen(self->listen_fd, 1024) < 0 ||
-        getsockname(self->listen_fd, (struct sockaddr *)&sa, &len) < 0) {
-        fprintf(stderr, "ts_grpc_health: listen: %s\n", strerror(errno));
-        close(self->listen_fd);
+    if (ts_epoll_server_open(&self->srv, 1024, self, "ts_grpc_health") < 0) {
         free(self);
         return NULL;
     }
-    self->port = ntohs(sa.sin_port);
-    self->epfd = epoll_create1(EPOLL_CLOEXEC);
-    self->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->listen_fd, &ev);
-    ev.data.ptr = self;
-    epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->wake_fd, &ev);
     if (pthread_create(&self->thread, NULL, s_run, self) != 0) {
         fprintf(stderr, "ts_grpc_health: pthread_create failed\n");
-        return NULL;
+        ts_epoll_server_close(&self->srv);
+        return NULL; // the service list leaks with it: a test that cannot start fails anyway
     }
     return self;
 }
 
 int ts_grpc_health_port(const ts_grpc_health_t *self)
 {
-    return self->port;
+    return self->srv.port;
 }
 
 void ts_grpc_health_stop(ts_grpc_health_t **self_p)
@@ -493,15 +482,11 @@ void ts_grpc_health_stop(ts_grpc_health_t **self_p)
     ts_grpc_health_t *self = *self_p;
     if (!self)
         return;
-    uint64_t one = 1;
-    if (write(self->wake_fd, &one, sizeof one) != sizeof one)
-        perror("ts_grpc_health: wake");
+    ts_epoll_server_wake(&self->srv, "ts_grpc_health");
     pthread_join(self->thread, NULL);
     while (self->conns)
         s_conn_close(self, self->conns);
-    close(self->listen_fd);
-    close(self->epfd);
-    close(self->wake_fd);
+    ts_epoll_server_close(&self->srv);
     while (self->services) {
         service_t *s = self->services;
         self->services = s->next;

@@ -2,6 +2,9 @@
 // ts_http_target.h): one epoll loop, one request per connection.
 #include "ts_http_target.h"
 
+#include "ts_epoll_server.h"
+#include "vmlet/http_status.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -40,7 +43,7 @@ typedef struct conn {
 } conn_t;
 
 struct _ts_http_target_t {
-    int listen_fd, epfd, wake_fd, port;
+    ts_epoll_server_t srv;
     pthread_t thread;
     bool running;
     pthread_mutex_t lock; // routes, requests, n_open
@@ -72,7 +75,7 @@ static char *s_strndup(const char *s, size_t n)
 
 static void s_conn_close(ts_http_target_t *self, conn_t *c)
 {
-    epoll_ctl(self->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(self->srv.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -97,7 +100,7 @@ static void s_conn_write(ts_http_target_t *self, conn_t *c)
             continue;
         if (n < 0 && errno == EAGAIN) {
             struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-            epoll_ctl(self->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+            epoll_ctl(self->srv.epfd, EPOLL_CTL_MOD, c->fd, &ev);
             c->state = CONN_WRITING;
             return;
         }
@@ -107,31 +110,11 @@ static void s_conn_write(ts_http_target_t *self, conn_t *c)
     }
     if (c->hold_after_write && c->out_off == c->out_len) {
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(self->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+        epoll_ctl(self->srv.epfd, EPOLL_CTL_MOD, c->fd, &ev);
         c->state = CONN_HOLDING;
         return;
     }
     s_conn_close(self, c);
-}
-
-static const char *s_reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 204:
-        return "No Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 404:
-        return "Not Found";
-    case 500:
-        return "Internal Server Error";
-    default:
-        return "Status";
-    }
 }
 
 static void s_build_response(conn_t *c, const route_t *rt)
@@ -143,8 +126,9 @@ static void s_build_response(conn_t *c, const route_t *rt)
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\n%s%s%s\r\n",
-                     status, s_reason(status), body_len, rt && rt->location ? "Location: " : "",
-                     rt && rt->location ? rt->location : "", rt && rt->location ? "\r\n" : "");
+                     status, vmlet_http_reason(status, "Status"), body_len,
+                     rt && rt->location ? "Location: " : "", rt && rt->location ? rt->location : "",
+                     rt && rt->location ? "\r\n" : "");
     c->out = malloc((size_t)n + body_len);
     if (!c->out)
         abort();
@@ -256,7 +240,7 @@ static void s_conn_read(ts_http_target_t *self, conn_t *c)
 static void s_accept(ts_http_target_t *self)
 {
     for (;;) {
-        int fd = accept4(self->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(self->srv.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return; // EAGAIN, or out of descriptors: try again on the next wake
         conn_t *c = calloc(1, sizeof *c);
@@ -268,7 +252,7 @@ static void s_accept(ts_http_target_t *self)
             self->conns->prev = c;
         self->conns = c;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev);
+        epoll_ctl(self->srv.epfd, EPOLL_CTL_ADD, fd, &ev);
         pthread_mutex_lock(&self->lock);
         self->n_open++;
         pthread_mutex_unlock(&self->lock);
@@ -299,7 +283,7 @@ static void *s_run(void *arg)
     struct epoll_event evs[256];
     for (;;) {
         int timeout = s_due(self);
-        int n = epoll_wait(self->epfd, evs, 256, timeout);
+        int n = epoll_wait(self->srv.epfd, evs, 256, timeout);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == (void *)-1)
                 continue; // its connection was closed earlier in this batch
@@ -329,31 +313,13 @@ ts_http_target_t *ts_http_target_start(void)
     if (!self)
         abort();
     pthread_mutex_init(&self->lock, NULL);
-    self->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(self->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (bind(self->listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        listen(self->listen_fd, 4096) < 0 ||
-        getsockname(self->listen_fd, (struct sockaddr *)&sa, &len) < 0) {
-        fprintf(stderr, "ts_http_target: listen: %s\n", strerror(errno));
-        close(self->listen_fd);
+    if (ts_epoll_server_open(&self->srv, 4096, self, "ts_http_target") < 0) {
         free(self);
         return NULL;
     }
-    self->port = ntohs(sa.sin_port);
-    self->epfd = epoll_create1(EPOLL_CLOEXEC);
-    self->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->listen_fd, &ev);
-    ev.data.ptr = self;
-    epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->wake_fd, &ev);
     if (pthread_create(&self->thread, NULL, s_run, self) != 0) {
         fprintf(stderr, "ts_http_target: pthread_create failed\n");
-        close(self->listen_fd);
-        close(self->epfd);
-        close(self->wake_fd);
+        ts_epoll_server_close(&self->srv);
         free(self);
         return NULL;
     }
@@ -363,7 +329,7 @@ ts_http_target_t *ts_http_target_start(void)
 
 int ts_http_target_port(const ts_http_target_t *self)
 {
-    return self->port;
+    return self->srv.port;
 }
 
 static void s_route_free(route_t *r)
@@ -379,15 +345,11 @@ void ts_http_target_stop(ts_http_target_t **self_p)
     ts_http_target_t *self = *self_p;
     if (!self)
         return;
-    uint64_t one = 1;
-    if (write(self->wake_fd, &one, sizeof one) != sizeof one)
-        perror("ts_http_target: wake");
+    ts_epoll_server_wake(&self->srv, "ts_http_target");
     pthread_join(self->thread, NULL);
     while (self->conns)
         s_conn_close(self, self->conns);
-    close(self->listen_fd);
-    close(self->epfd);
-    close(self->wake_fd);
+    ts_epoll_server_close(&self->srv);
     while (self->routes) {
         route_t *r = self->routes;
         self->routes = r->next;

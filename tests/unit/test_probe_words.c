@@ -2,6 +2,8 @@
 // are made of, and the grpc.health.v1 messages, checked against tables.
 #include "testsupport.h"
 
+#include "vmlet/http_status.h"
+
 #include "probe_words.h"
 
 #include <errno.h>
@@ -135,8 +137,8 @@ static void test_names(void **state)
         probe_health_status_name(&b, statuses[i].status);
         assert_string_equal(probe_buf_str(&b), statuses[i].want);
     }
-    assert_string_equal(probe_http_status_text(404), "Not Found");
-    assert_null(probe_http_status_text(418));
+    assert_string_equal(vmlet_http_reason(404, NULL), "Not Found");
+    assert_null(vmlet_http_reason(418, NULL));
     probe_buf_free(&b);
 }
 

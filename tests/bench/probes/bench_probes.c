@@ -42,9 +42,9 @@
 typedef struct {
     double cpu_s;
     long probes;
-    double lateness_p99_ms;   // the prober: upper bound of the histogram bucket
-    double spacing_p99_ms;    // at the server
-    double burst;             // busiest 100 ms / mean 100 ms
+    double lateness_p99_ms; // the prober: upper bound of the histogram bucket
+    double spacing_p99_ms;  // at the server
+    double burst;           // busiest 100 ms / mean 100 ms
 } figures_t;
 
 static int s_compare_doubles(const void *a, const void *b)
@@ -140,8 +140,11 @@ static int s_baseline_tick(zloop_t *loop, int timer_id, void *arg)
             break;
         if (b->measuring && b->n_lateness < b->cap_lateness)
             b->lateness_ms[b->n_lateness++] = (double)(now - b->due_ms[pod]);
-        probe_target_t t = {.kind = PROBE_TARGET_HTTP, .host = "127.0.0.1", .port = b->port,
-                            .path = b->paths[pod], .timeout_ms = 1000};
+        probe_target_t t = {.kind = PROBE_TARGET_HTTP,
+                            .host = "127.0.0.1",
+                            .port = b->port,
+                            .path = b->paths[pod],
+                            .timeout_ms = 1000};
         probe_runner_start(b->runner, &t, s_baseline_done, b, NULL);
         b->due_ms[pod] += PERIOD_S * 1000;
         b->next = (b->next + 1) % PODS;
@@ -324,8 +327,8 @@ static double s_process_cpu_s(pid_t pid)
     buf[n] = '\0';
     const char *p = strrchr(buf, ')'); // the command may hold spaces
     unsigned long utime = 0, stime = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-                     &stime) != 2)
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
         return -1;
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }

@@ -122,13 +122,13 @@ static void s_pod(fixture_t *f, const char *name, const char *restart, const cha
                   const char *containers, const char *volumes)
 {
     char *manifest = NULL;
-    int rc = asprintf(&manifest,
-                      "apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: %s}\nspec:\n"
-                      "  nodeName: %s\n  restartPolicy: %s\n  terminationGracePeriodSeconds: %s\n"
-                      "  tolerations: [{key: virtual-kubelet.io/provider, operator: Exists}]\n"
-                      "  containers:\n%s%s",
-                      name, f->ns, f->stack.node, restart, grace, containers,
-                      volumes ? volumes : "");
+    int rc =
+        asprintf(&manifest,
+                 "apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: %s}\nspec:\n"
+                 "  nodeName: %s\n  restartPolicy: %s\n  terminationGracePeriodSeconds: %s\n"
+                 "  tolerations: [{key: virtual-kubelet.io/provider, operator: Exists}]\n"
+                 "  containers:\n%s%s",
+                 name, f->ns, f->stack.node, restart, grace, containers, volumes ? volumes : "");
     assert_true(rc > 0);
     assert_int_equal(ts_kubectl_apply(manifest), 0);
     free(manifest);
@@ -194,8 +194,8 @@ static bool s_condition_is(void *arg);
 
 // Waits until the pod's condition of a type has this status and reason
 // (NULL: none).
-static void s_expect_condition(fixture_t *f, const char *pod, const char *type,
-                               const char *status, const char *reason)
+static void s_expect_condition(fixture_t *f, const char *pod, const char *type, const char *status,
+                               const char *reason)
 {
     condition_t want = {f, pod, type, status, reason};
     if (!ts_poll(s_condition_is, &want, 20000))
@@ -285,7 +285,7 @@ static void test_deployment_config_and_secrets(void **state)
         assert_int_equal(c->env[1]->source_case, VMLET__ENV_VAR__SOURCE_SECRET_KEY);
         assert_string_equal(c->env[1]->secret_key->name, "creds");
         assert_string_equal(c->env[1]->secret_key->key, "password");
-        assert_int_equal(c->n_env, 2); // MODE, PASSWORD
+        assert_int_equal(c->n_env, 2);      // MODE, PASSWORD
         assert_int_equal(c->n_env_from, 1); // the ConfigMap's CFG_MODE, CFG_LEVEL
         assert_int_equal(c->env_from[0]->n_values, 2);
         assert_string_equal(c->env_from[0]->values[0]->name, "CFG_LEVEL"); // the API sorts keys
@@ -415,7 +415,8 @@ static void test_bad_input_gets_a_reason(void **state)
     s_pod(f, "pvc", "Always", "30", "  - {name: app, image: busybox}\n",
           "  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]\n");
     s_pod(f, "badport", "Always", "30",
-          "  - name: app\n    image: busybox\n    livenessProbe: {tcpSocket: {port: admin}}\n", NULL);
+          "  - name: app\n    image: busybox\n    livenessProbe: {tcpSocket: {port: admin}}\n",
+          NULL);
     // 1 MB of environment (kubectl create: apply would store it twice).
     size_t big = 1100000;
     char *manifest = malloc(big + 2048);
@@ -478,10 +479,12 @@ static void test_watch_survives_apiserver_restart(void **state)
     s_pod(f, "steady", "Always", "30", "  - {name: app, image: busybox}\n", NULL);
     count_t one = {f, 1};
     assert_true(ts_poll(s_enough_desired, &one, 30000));
-    double lists = ts_service_metric(&f->stack.watcher, "vmlet_kube_watch_lists_total{resource=\"pods\"}");
+    double lists =
+        ts_service_metric(&f->stack.watcher, "vmlet_kube_watch_lists_total{resource=\"pods\"}");
     char *bed = getenv("VMLET_BED_DIR"), cmd[600];
-    snprintf(cmd, sizeof cmd, "%s/tests/bed/stop.sh %s --only apiserver >/dev/null 2>&1 && "
-                              "%s/tests/bed/start.sh %s >/dev/null 2>&1",
+    snprintf(cmd, sizeof cmd,
+             "%s/tests/bed/stop.sh %s --only apiserver >/dev/null 2>&1 && "
+             "%s/tests/bed/start.sh %s >/dev/null 2>&1",
              VMLET_SOURCE_DIR, bed, VMLET_SOURCE_DIR, bed);
     assert_int_equal(system(cmd), 0);
     // The watch comes back (resuming or relisting), and a new pod is seen.
@@ -533,9 +536,9 @@ static void test_expired_resource_version_relists_without_duplicates(void **stat
     s_pod(f, "old", "Always", "30", "  - {name: app, image: busybox}\n", NULL);
     count_t one = {f, 1};
     assert_true(ts_poll(s_enough_desired, &one, 30000));
-    double before[2] = {ts_service_metric(&f->stack.watcher,
-                                          "vmlet_kube_watch_lists_total{resource=\"pods\"}"),
-                        (double)(uintptr_t)&f->stack.watcher};
+    double before[2] = {
+        ts_service_metric(&f->stack.watcher, "vmlet_kube_watch_lists_total{resource=\"pods\"}"),
+        (double)(uintptr_t)&f->stack.watcher};
     s_expire_resource_versions();
     assert_true(ts_poll(s_relisted, before, 60000));
     s_pod(f, "new", "Always", "30", "  - {name: app, image: busybox}\n", NULL);
@@ -588,6 +591,17 @@ static void test_resync_repairs_drift_both_ways(void **state)
     free(uid);
 }
 
+// The COUNT column of a custom-columns line starting with `reason`, or 0.
+static int s_event_count(const char *table, const char *reason)
+{
+    size_t n = strlen(reason);
+    for (const char *line = table; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, reason, n) == 0 && line[n] == ' ')
+            return atoi(line + n);
+    return 0;
+}
+
 static void test_events_count_repeats(void **state)
 {
     fixture_t *f = *state;
@@ -604,29 +618,35 @@ static void test_events_count_repeats(void **state)
                                   "Probe terminated redirects, Response body: moved");
     // A crash loop, as the launcher reports it after a restart.
     ts_container_report_t looping = {"app", "waiting:CrashLoopBackOff", 1, 1};
-    ts_stack_report_vm(&f->stack, uid, VMLET__VM_STATE__VM_STATE_RUNNING, "10.88.0.11", &looping, 1);
+    ts_stack_report_vm(&f->stack, uid, VMLET__VM_STATE__VM_STATE_RUNNING, "10.88.0.11", &looping,
+                       1);
     s_expect(f, "flaky", "status.containerStatuses.[0].state.waiting.reason", "CrashLoopBackOff",
              20000);
     s_expect(f, "flaky", "status.containerStatuses.[0].restartCount", "1", 1000);
     char *out = NULL;
     for (int i = 0; i < 100; i++) { // Events are written as they come; poll for the third
         free(out);
-        ts_kubectl(&out, "get events -n %s --field-selector involvedObject.name=flaky "
-                         "-o custom-columns=REASON:.reason,COUNT:.count,MSG:.message --no-headers",
+        ts_kubectl(&out,
+                   "get events -n %s --field-selector involvedObject.name=flaky "
+                   "-o custom-columns=REASON:.reason,COUNT:.count,MSG:.message --no-headers",
                    f->ns);
-        if (strstr(out, "Unhealthy   3") && strstr(out, "BackOff") && strstr(out, "ProbeWarning"))
+        if (s_event_count(out, "Unhealthy") == 3 && strstr(out, "BackOff") &&
+            strstr(out, "ProbeWarning"))
             break;
         usleep(100000);
     }
-    if (!strstr(out, "Liveness probe failed: exit status 1") || !strstr(out, "Unhealthy   3") ||
+    if (!strstr(out, "Liveness probe failed: exit status 1") ||
+        s_event_count(out, "Unhealthy") != 3 ||
         !strstr(out, "Liveness probe warning: Probe terminated redirects, Response body: moved") ||
         !strstr(out, "Back-off restarting failed container"))
         fail_msg("events:\n%s", out);
     free(out);
     assert_int_equal(ts_kubectl(NULL, "delete pod -n %s flaky --wait=false", f->ns), 0);
     for (int i = 0; i < 100; i++) {
-        ts_kubectl(&out, "get events -n %s --field-selector involvedObject.name=flaky,reason=Killing "
-                         "--no-headers", f->ns);
+        ts_kubectl(&out,
+                   "get events -n %s --field-selector involvedObject.name=flaky,reason=Killing "
+                   "--no-headers",
+                   f->ns);
         bool found = strstr(out, "Stopping container app") != NULL;
         free(out);
         out = NULL;

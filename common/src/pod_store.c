@@ -39,10 +39,11 @@ int vmlet_pod_store_put(vmlet_store_t *store, const Vmlet__PodSpec *spec, const 
     vmlet__pod_spec__pack(spec, bytes);
     char key[128];
     snprintf(key, sizeof key, "vmlet:pod:%s", uid);
-    // One script: the hash and the index change together or not at all.
+    // One script: the hash and the indexes change together or not at all.
     static const char script[] =
         "redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'hash', ARGV[2], 'namespace', ARGV[3], "
-        "'name', ARGV[4]) redis.call('SADD', 'vmlet:pods', ARGV[5]) return 1";
+        "'name', ARGV[4]) redis.call('SADD', 'vmlet:pods', ARGV[5]) "
+        "redis.call('SET', 'vmlet:pod-name:' .. ARGV[3] .. '/' .. ARGV[4], ARGV[5]) return 1";
     const char *argv[] = {"EVAL", script, "1", key, (const char *)bytes, hash,
                           spec->pod->namespace_, spec->pod->name, uid};
     size_t lens[] = {4, strlen(script), 1, strlen(key), len, strlen(hash),
@@ -90,12 +91,32 @@ int vmlet_pod_store_delete(vmlet_store_t *store, const char *uid, vmlet_err_t *e
 {
     char key[128];
     snprintf(key, sizeof key, "vmlet:pod:%s", uid);
+    // The name index goes only if it still names this pod: a pod deleted
+    // and made again under its name has a new uid that owns the name now.
     redisReply *r = vmlet_store_command(
         store, err, "EVAL %s 1 %s %s",
-        "redis.call('DEL', KEYS[1]) redis.call('SREM', 'vmlet:pods', ARGV[1]) return 1", key, uid);
+        "local ns = redis.call('HGET', KEYS[1], 'namespace') "
+        "local name = redis.call('HGET', KEYS[1], 'name') "
+        "if ns and name then local k = 'vmlet:pod-name:' .. ns .. '/' .. name "
+        "if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end end "
+        "redis.call('DEL', KEYS[1]) redis.call('SREM', 'vmlet:pods', ARGV[1]) return 1",
+        key, uid);
     char what[200];
     snprintf(what, sizeof what, "deleting pod %s", uid);
     return s_ok(r, err, what);
+}
+
+int vmlet_pod_store_uid_of(vmlet_store_t *store, const char *namespace_, const char *name,
+                           char *uid, size_t cap, vmlet_err_t *err)
+{
+    redisReply *r = vmlet_store_command(store, err, "GET vmlet:pod-name:%s/%s", namespace_, name);
+    if (!r)
+        return vmlet_err_wrap(err, "looking up pod %s/%s", namespace_, name);
+    int found = r->type == REDIS_REPLY_STRING && r->len < cap;
+    if (found)
+        snprintf(uid, cap, "%s", r->str);
+    freeReplyObject(r);
+    return found;
 }
 
 int vmlet_pod_store_uids(vmlet_store_t *store, char ***uids, size_t *n, vmlet_err_t *err)

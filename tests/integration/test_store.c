@@ -1,8 +1,11 @@
 // The Redis store against a real redis-server: AUTH, database selection,
 // clear errors, and a restart under load that the client rides out with
-// back-off instead of crashing or hammering.
+// back-off instead of crashing or hammering; pods found by name, and a pod
+// made again under its name keeps the name when the old one is deleted.
 #include "testsupport.h"
 
+#include "vmlet/pb.h"
+#include "vmlet/pod_store.h"
 #include "vmlet/store.h"
 
 #include <stdio.h>
@@ -92,6 +95,39 @@ static void test_clear_errors(void **state)
     }
 }
 
+static void s_put_pod(vmlet_store_t *store, const char *uid, const char *name)
+{
+    Vmlet__PodRef ref = VMLET__POD_REF__INIT;
+    ref.uid = (char *)uid, ref.namespace_ = "web", ref.name = (char *)name;
+    Vmlet__PodSpec spec = VMLET__POD_SPEC__INIT;
+    spec.pod = &ref;
+    char hash[VMLET_POD_HASH_LEN];
+    vmlet_pod_spec_hash(&spec, hash);
+    vmlet_err_t err = {0};
+    if (vmlet_pod_store_put(store, &spec, hash, &err) < 0)
+        fail_msg("%s", err.msg);
+}
+
+static void test_pods_by_name(void **state)
+{
+    fixture_t *f = *state;
+    vmlet_store_t *store = s_store(f, "redis://127.0.0.1:%d", "s3cret");
+    char uid[64];
+    s_put_pod(store, "uid-1", "front");
+    assert_int_equal(vmlet_pod_store_uid_of(store, "web", "front", uid, sizeof uid, NULL), 1);
+    assert_string_equal(uid, "uid-1");
+    assert_int_equal(vmlet_pod_store_uid_of(store, "web", "back", uid, sizeof uid, NULL), 0);
+    // Deleted and made again under its name: the old pod's deletion, which
+    // may come after, leaves the new one findable.
+    s_put_pod(store, "uid-2", "front");
+    assert_int_equal(vmlet_pod_store_delete(store, "uid-1", NULL), 0);
+    assert_int_equal(vmlet_pod_store_uid_of(store, "web", "front", uid, sizeof uid, NULL), 1);
+    assert_string_equal(uid, "uid-2");
+    assert_int_equal(vmlet_pod_store_delete(store, "uid-2", NULL), 0);
+    assert_int_equal(vmlet_pod_store_uid_of(store, "web", "front", uid, sizeof uid, NULL), 0);
+    vmlet_store_destroy(&store);
+}
+
 static void test_restart_under_load(void **state)
 {
     fixture_t *f = *state;
@@ -140,6 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_auth_and_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clear_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pods_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_under_load, setup, teardown),
     };
     return TS_RUN(tests);

@@ -32,7 +32,12 @@ int vmlet_pod_store_hash(vmlet_store_t *store, const char *uid, char out[VMLET_P
 // with err->code ENOENT when there is none, else another error.
 Vmlet__PodSpec *vmlet_pod_store_get(vmlet_store_t *store, const char *uid, vmlet_err_t *err);
 
-// Removes a pod and its index entry.
+// The uid of the pod stored under namespace/name into uid (cap bytes);
+// returns 1 if there is one, 0 if not, -1 on error.
+int vmlet_pod_store_uid_of(vmlet_store_t *store, const char *namespace_, const char *name,
+                           char *uid, size_t cap, vmlet_err_t *err);
+
+// Removes a pod and its index entries.
 int vmlet_pod_store_delete(vmlet_store_t *store, const char *uid, vmlet_err_t *err);
 
 // Every uid in the index (caller frees with vmlet_pod_store_free_uids).

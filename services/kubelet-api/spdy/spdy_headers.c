@@ -164,16 +164,11 @@ void spdy_z_destroy(spdy_zctx_t **self_p)
     *self_p = NULL;
 }
 
-int spdy_z_encode(spdy_zctx_t *z, const vmlet_spdy_header_t *h, size_t n, spdy_buf_t *out,
-                  vmlet_err_t *err)
+int spdy_z_deflate(spdy_zctx_t *z, const uint8_t *raw, size_t len, spdy_buf_t *out,
+                   vmlet_err_t *err)
 {
-    spdy_buf_t raw = {0};
-    if (spdy_nv_build(h, n, &raw, err) < 0) {
-        spdy_buf_free(&raw);
-        return -1;
-    }
-    z->def.next_in = raw.p;
-    z->def.avail_in = (uInt)raw.len;
+    z->def.next_in = (Bytef *)raw; // zlib's API is not const; it does not write
+    z->def.avail_in = (uInt)len;
     // Z_SYNC_FLUSH until deflate leaves output room unused: then all input
     // is compressed and flushed to a byte boundary.
     for (;;) {
@@ -182,15 +177,22 @@ int spdy_z_encode(spdy_zctx_t *z, const vmlet_spdy_header_t *h, size_t n, spdy_b
         z->def.avail_out = (uInt)room;
         int rc = deflate(&z->def, Z_SYNC_FLUSH);
         out->len += room - z->def.avail_out;
-        if (rc != Z_OK && rc != Z_BUF_ERROR) {
-            spdy_buf_free(&raw);
+        if (rc != Z_OK && rc != Z_BUF_ERROR)
             return vmlet_err_set(err, "zlib deflate: %d", rc);
-        }
         if (z->def.avail_in == 0 && z->def.avail_out != 0)
-            break;
+            return 0;
     }
+}
+
+int spdy_z_encode(spdy_zctx_t *z, const vmlet_spdy_header_t *h, size_t n, spdy_buf_t *out,
+                  vmlet_err_t *err)
+{
+    spdy_buf_t raw = {0};
+    int rc = spdy_nv_build(h, n, &raw, err);
+    if (rc == 0)
+        rc = spdy_z_deflate(z, raw.p, raw.len, out, err);
     spdy_buf_free(&raw);
-    return 0;
+    return rc;
 }
 
 int spdy_z_inflate(spdy_zctx_t *z, const uint8_t *in, size_t len, size_t max, spdy_buf_t *raw,

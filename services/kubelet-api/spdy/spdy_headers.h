@@ -40,6 +40,10 @@ typedef struct spdy_zctx spdy_zctx_t;
 spdy_zctx_t *spdy_z_new(vmlet_err_t *err);
 void spdy_z_destroy(spdy_zctx_t **self_p);
 
+// Deflates an already built name/value block (Z_SYNC_FLUSH, so the peer
+// can inflate it whole), appending the compressed bytes to out.
+int spdy_z_deflate(spdy_zctx_t *z, const uint8_t *raw, size_t len, spdy_buf_t *out,
+                   vmlet_err_t *err);
 // Builds and deflates a block (Z_SYNC_FLUSH, so the peer can inflate it
 // whole), appending the compressed bytes to out.
 int spdy_z_encode(spdy_zctx_t *z, const vmlet_spdy_header_t *h, size_t n, spdy_buf_t *out,

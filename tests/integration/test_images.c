@@ -365,11 +365,16 @@ static void test_hostile_and_broken_images_fail_clearly(void **state)
     s_expect_failure(f, cut, "size");
 }
 
+// Partway by the first progress report that says so: a loaded machine may
+// deliver the whole pull's reports in one pump, the last one complete.
 static bool s_progress_partway(void *arg)
 {
     fixture_t *f = arg;
-    s_pump(f);
-    return f->progress_total > 0 && f->progress_done > 0 && f->progress_done < f->progress_total;
+    while (vmlet_bus_subscriber_receive(f->sub, 1, 0) > 0)
+        if (f->progress_total > 0 && f->progress_done > 0 && f->progress_done < f->progress_total)
+            return true;
+    vmlet_bus_client_flush(f->client, 0, NULL);
+    return false;
 }
 
 static void test_killed_builder_resumes_without_refetching(void **state)

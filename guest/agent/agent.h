@@ -40,6 +40,7 @@ typedef struct agent agent_t;
 typedef struct frame frame_t;
 typedef struct exec_session exec_t;
 typedef struct port_forward fwd_t;
+typedef struct attach_stream attach_t;
 
 // --- loop (main.c) -------------------------------------------------------------------------
 typedef void (*watch_fn)(agent_t *a, void *obj, int fd, short revents);
@@ -180,6 +181,12 @@ bool forward_on_data(agent_t *a, const Vmlet__StreamData *d);
 bool forward_on_close(agent_t *a, const Vmlet__StreamClose *c);
 void execs_kill_all(agent_t *a);
 void forwards_close_all(agent_t *a);
+// Attach streams (stream.c): the host writing a container's own stdin.
+void attach_open(agent_t *a, const Vmlet__ContainerAttach *req);
+void attaches_watch(agent_t *a);
+bool attach_on_data(agent_t *a, const Vmlet__StreamData *d);
+bool attach_on_close(agent_t *a, const Vmlet__StreamClose *c);
+void attach_resize(agent_t *a, const Vmlet__TerminalResize *r);
 
 // --- power (power.c) -----------------------------------------------------------------------
 // Stops every process, unmounts, syncs and powers the VM off (QEMU runs
@@ -227,6 +234,7 @@ struct agent {
     size_t n_containers;
     exec_t *execs;
     fwd_t *fwds;
+    attach_t *attaches;
 
     bool output_held; // containers' pipes left unread until the host acks
 

@@ -122,6 +122,7 @@ void dispatch_message(agent_t *a, const Vmlet__GuestMessage *msg)
     switch (msg->body_case) {
     case VMLET__GUEST_MESSAGE__BODY_START:
     case VMLET__GUEST_MESSAGE__BODY_EXEC:
+    case VMLET__GUEST_MESSAGE__BODY_ATTACH:
     case VMLET__GUEST_MESSAGE__BODY_WRITE_FILES:
         if (!a->setup_done) {
             send_error(a, msg->body_case == VMLET__GUEST_MESSAGE__BODY_EXEC ? "exec" : "start",
@@ -155,7 +156,11 @@ void dispatch_message(agent_t *a, const Vmlet__GuestMessage *msg)
         stream_message_close(a, msg->stream_close);
         break;
     case VMLET__GUEST_MESSAGE__BODY_RESIZE:
-        exec_resize(a, msg->resize);
+        exec_resize(a, msg->resize);   // each ignores a stream that is not its own
+        attach_resize(a, msg->resize);
+        break;
+    case VMLET__GUEST_MESSAGE__BODY_ATTACH:
+        attach_open(a, msg->attach);
         break;
     case VMLET__GUEST_MESSAGE__BODY_PING:
         s_pong(a, msg->ping);

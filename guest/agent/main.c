@@ -108,6 +108,7 @@ static void s_turn(agent_t *a)
     containers_watch(a);
     execs_watch(a);
     forwards_watch(a);
+    attaches_watch(a);
     transport_watch(a); // last: it knows whether anything waits to be written
 
     struct pollfd fds[a->n_watches];

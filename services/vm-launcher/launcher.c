@@ -1,6 +1,7 @@
 // vm-launcher: settings, wiring, bus handlers, the tick and capacity
 // announcements (see launcher.h and launcher_internal.h).
 #include "launcher_internal.h"
+#include "session.h"
 
 #include "vmlet/fsutil.h"
 #include "vmlet/pb.h"
@@ -107,6 +108,10 @@ const vmlet_cfg_option_t launcher_options[] = {
     {"stop-vms-on-exit", VMLET_CFG_BOOL, "false", 0, 0, NULL, OPT(stop_vms_on_exit),
      "on SIGTERM, kill every VM and remove the pod network (`vmlet down`, tests); normally "
      "VMs outlive the launcher"},
+    {"session-listen", VMLET_CFG_STRING, "127.0.0.1:10351", 0, 0, NULL, OPT(session_listen),
+     "where the kubelet API front opens sessions (kubectl logs/exec/attach/port-forward)"},
+    {"session-advertise", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(session_advertise),
+     "HOST:PORT others reach the session endpoint at (default: the listen address)"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -183,6 +188,7 @@ static void s_announce(launcher_t *self)
     env.launcher_capacity = &cap;
     launcher_publish(self, &env);
     vmlet_gauge_set(self->vms, (double)pods_used);
+    session_server_announce(self->sessions); // its presence expires with the capacity's
 }
 
 static int s_on_announce(zloop_t *loop, int timer_id, void *arg)
@@ -604,6 +610,7 @@ void *launcher_start(vmlet_service_t *service, vmlet_err_t *err)
         !(self->kube = vmlet_kube_new(&self->kube_config, &kerr)))
         vmlet_log_warn(self->log, NULL, "no API server (%s): pods that use Secrets or ConfigMaps "
                                         "will wait", kerr.msg);
+    self->sessions = session_server_new(self);
     int adopted = pod_record_adopt_all(self);
     if (adopted > 0)
         vmlet_log_info(self->log, NULL, "adopted %d pods' VMs from before the restart", adopted);
@@ -625,6 +632,7 @@ void launcher_stop(void **self_p)
         zloop_timer_end(self->loop, self->first_announce_timer);
     if (self->tick_timer > 0)
         zloop_timer_end(self->loop, self->tick_timer);
+    session_server_destroy(&self->sessions); // their agent streams close while agents are there
     if (self->settings->stop_vms_on_exit && self->net)
         s_stop_everything(self);
     // Otherwise the VMs run on (DESIGN.md §3): only our handles go.

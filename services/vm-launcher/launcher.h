@@ -52,6 +52,9 @@ typedef struct {
     char *resolv_conf;
     bool stop_vms_on_exit;
     bool accept_pods;
+    // sessions (kubectl logs/exec/attach/port-forward from the kubelet API)
+    char *session_listen;
+    char *session_advertise;
 } launcher_settings_t;
 
 extern const vmlet_cfg_option_t launcher_options[];

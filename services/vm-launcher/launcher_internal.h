@@ -31,6 +31,7 @@
 
 typedef struct pod_vm pod_vm_t;
 typedef struct exec_session exec_session_t;
+typedef struct session_server session_server_t;
 
 typedef struct {
     vmlet_service_t *service;
@@ -55,6 +56,7 @@ typedef struct {
     int tick_timer;
     int64_t next_reconcile_ms;
     uint32_t next_stream_id;
+    session_server_t *sessions; // kubectl logs/exec/attach/port-forward (session.h)
     // metrics
     vmlet_metric_t *vms;
     vmlet_metric_t *boots;
@@ -218,6 +220,12 @@ void pod_exec_tick(pod_vm_t *self, bool abort_all, const char *why);
 // scratch_disk.c
 // Makes path a sparse ext4 file of `bytes` (idempotent: an existing one is kept).
 int scratch_disk_make(const char *path, int64_t bytes, vmlet_err_t *err);
+
+// session_server.c (the rest is in session.h)
+bool session_on_agent(pod_vm_t *pod, const Vmlet__GuestMessage *msg);
+void session_on_output(pod_vm_t *pod, const Vmlet__OutputChunk *m);
+void session_on_container_exit(pod_vm_t *pod, size_t i, int exit_code, int signal);
+void session_on_pod_gone(pod_vm_t *pod, const char *why);
 
 // launcher.c
 void launcher_publish(launcher_t *l, vmlet_envelope_t *env);

@@ -177,6 +177,7 @@ static void s_on_output(pod_vm_t *self, const Vmlet__OutputChunk *m)
     if (cri_log_write(log, stream, m->data.data, m->data.len,
                       m->has_unix_ns ? m->unix_ns : vmlet_unix_ns(), &err) < 0)
         vmlet_log_warn(self->l->log, VMLET_KV({"pod", self->desc}), "%s", err.msg);
+    session_on_output(self, m); // attached clients see what the log gets
 }
 
 static void s_on_exited(pod_vm_t *self, const Vmlet__ContainerExited *m)
@@ -203,6 +204,7 @@ static void s_on_exited(pod_vm_t *self, const Vmlet__ContainerExited *m)
         snprintf(e.message, sizeof e.message, "%s", m->message);
     c->instance = m->instance;
     ctr_exited(c, &e);
+    session_on_container_exit(self, i, e.exit_code, e.signal); // attach and follow end
     bool restart = !self->stop_requested &&
                    ctr_should_restart(self->spec->restart_policy, c->init, e.exit_code);
     if (restart)
@@ -239,6 +241,8 @@ static void s_on_error(pod_vm_t *self, const Vmlet__AgentError *m)
 
 static void s_handle(pod_vm_t *self, const Vmlet__GuestMessage *msg)
 {
+    if (session_on_agent(self, msg))
+        return; // a stream of a kubectl session, not a bus exec
     switch (msg->body_case) {
     case VMLET__GUEST_MESSAGE__BODY_HELLO:
         s_on_hello(self, msg->hello);

@@ -106,6 +106,7 @@ void pod_vm_destroy(pod_vm_t **self_p)
     if (!self)
         return;
     pod_exec_tick(self, true, "the launcher is stopping");
+    session_on_pod_gone(self, "the launcher is stopping");
     pod_vm_unpoll(self);
     vmm_release(&self->vm); // the VM, if any, runs on: a restarted launcher adopts it
     s_free_containers(self);
@@ -357,6 +358,7 @@ void pod_vm_unpoll(pod_vm_t *self)
 static void s_release_vm(pod_vm_t *self)
 {
     pod_exec_tick(self, true, "the pod's VM stopped");
+    session_on_pod_gone(self, "the pod's VM stopped");
     pod_vm_unpoll(self);
     if (self->vm) {
         vmm_remove_files(self->vm, NULL);
@@ -419,6 +421,7 @@ void pod_vm_end_running(pod_vm_t *self, const char *message, bool may_restart)
         snprintf(e.reason, sizeof e.reason, "Error");
         snprintf(e.message, sizeof e.message, "%s", message);
         ctr_exited(c, &e);
+        session_on_container_exit(self, i, e.exit_code, e.signal);
         if (!may_restart || !self->spec ||
             !ctr_should_restart(self->spec->restart_policy, c->init, e.exit_code))
             c->done = true;

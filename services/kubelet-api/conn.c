@@ -50,6 +50,16 @@ static void s_route(conn_t *c)
         route_container_logs(c, parts + 1, n - 1);
         return;
     }
+    bool exec = n >= 1 && strcmp(parts[0], "exec") == 0;
+    if (exec || (n >= 1 && strcmp(parts[0], "attach") == 0)) {
+        kapi_count(sh, &sh->stats.requests[exec ? ROUTE_EXEC : ROUTE_ATTACH], 1);
+        if (strcmp(c->req.method, "GET") != 0 && strcmp(c->req.method, "POST") != 0) {
+            http_respondf(c->ssl, 405, "Method Not Allowed");
+            return;
+        }
+        route_exec(c, parts + 1, n - 1, !exec);
+        return;
+    }
     kapi_count(sh, &sh->stats.requests[ROUTE_OTHER], 1);
     http_respondf(c->ssl, 404, "404 page not found\n");
 }

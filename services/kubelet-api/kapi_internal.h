@@ -50,6 +50,7 @@ typedef struct {
 } conn_t;
 
 void route_container_logs(conn_t *c, char *const parts[], size_t n_parts);
+void route_exec(conn_t *c, char *const parts[], size_t n_parts, bool attach);
 
 void kapi_count(kapi_shared_t *shared, long *counter, long delta);
 

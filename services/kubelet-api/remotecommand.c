@@ -1,0 +1,69 @@
+// What exec and attach share across transports (see remotecommand.h).
+#include "remotecommand.h"
+#include "session_client.h"
+#include "ws_channel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void remotecommand_resize_bytes(remotecommand_t *rc, const uint8_t *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (rc->resize_len == sizeof rc->resize_buf)
+            rc->resize_len = 0; // no terminal size is this long: drop the garbage
+        rc->resize_buf[rc->resize_len++] = (char)data[i];
+        size_t object = vmlet_ws_resize_split(rc->resize_buf, rc->resize_len);
+        if (!object)
+            continue;
+        uint16_t w = 0, h = 0;
+        if (vmlet_ws_parse_resize(rc->resize_buf, object, &w, &h, NULL) == 0 && w && h) {
+            Vmlet__SessionResize r = VMLET__SESSION_RESIZE__INIT;
+            r.has_rows = 1, r.rows = h;
+            r.has_cols = 1, r.cols = w;
+            Vmlet__SessionFrame f = VMLET__SESSION_FRAME__INIT;
+            f.body_case = VMLET__SESSION_FRAME__BODY_RESIZE;
+            f.resize = &r;
+            session_send(rc->session, &f);
+        }
+        memmove(rc->resize_buf, rc->resize_buf + object, rc->resize_len - object);
+        rc->resize_len -= object;
+    }
+}
+
+char *remotecommand_status(const remotecommand_t *rc, size_t *len)
+{
+    const vmlet_ws_proto_t as = {.name = rc->protocol_name, .version = rc->version};
+    if (rc->error[0])
+        return vmlet_ws_status_internal(&as, rc->error, len);
+    return vmlet_ws_status_exit(&as, rc->exit_code, len);
+}
+
+bool remotecommand_pump_session(remotecommand_t *rc,
+                                bool (*out)(void *arg, int channel, const uint8_t *d, size_t n),
+                                void *arg)
+{
+    Vmlet__SessionFrame *f = session_recv(rc->session);
+    if (!f) {
+        snprintf(rc->error, sizeof rc->error, "the pod's launcher went away");
+        rc->ended = true;
+        return false;
+    }
+    bool more = true;
+    if (f->body_case == VMLET__SESSION_FRAME__BODY_DATA && f->data->has_data) {
+        int channel = f->data->channel == VMLET__SESSION_CHANNEL__SESSION_STDERR ? VMLET_WS_STDERR
+                                                                                 : VMLET_WS_STDOUT;
+        more = out(arg, channel, f->data->data.data, f->data->data.len);
+        if (!more)
+            rc->client_gone = true;
+    } else if (f->body_case == VMLET__SESSION_FRAME__BODY_END) {
+        const Vmlet__SessionEnd *e = f->end;
+        if (e->error)
+            snprintf(rc->error, sizeof rc->error, "%s", e->error);
+        rc->exit_code = e->has_exit_code ? e->exit_code : e->has_signal ? 128 + e->signal : 0;
+        rc->ended = true;
+        more = false;
+    }
+    vmlet__session_frame__free_unpacked(f, NULL);
+    return more;
+}

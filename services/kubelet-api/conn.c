@@ -60,6 +60,11 @@ static void s_route(conn_t *c)
         route_exec(c, parts + 1, n - 1, !exec);
         return;
     }
+    if (n >= 1 && strcmp(parts[0], "portForward") == 0) {
+        kapi_count(sh, &sh->stats.requests[ROUTE_PORT_FORWARD], 1);
+        route_port_forward(c, parts + 1, n - 1);
+        return;
+    }
     kapi_count(sh, &sh->stats.requests[ROUTE_OTHER], 1);
     http_respondf(c->ssl, 404, "404 page not found\n");
 }

@@ -51,6 +51,7 @@ typedef struct {
 
 void route_container_logs(conn_t *c, char *const parts[], size_t n_parts);
 void route_exec(conn_t *c, char *const parts[], size_t n_parts, bool attach);
+void route_port_forward(conn_t *c, char *const parts[], size_t n_parts);
 
 void kapi_count(kapi_shared_t *shared, long *counter, long delta);
 

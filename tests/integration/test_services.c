@@ -1,4 +1,4 @@
-// The five service binaries, as an operator runs them: they start, connect
+// The six service binaries, as an operator runs them: they start, connect
 // to the broker and Redis, serve /healthz, /readyz and /metrics, come back
 // when the broker or Redis restarts, and exit 0 within 2 s of SIGTERM.
 #include "stack.h"
@@ -10,10 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define N_SERVICES 5
+#define N_SERVICES 6
 
 static const char *const services[N_SERVICES] = {"k8s-watcher", "image-builder", "vm-launcher",
-                                                  "prober", "status-reporter"};
+                                                  "prober", "status-reporter", "kubelet-api"};
 
 typedef struct {
     char *dir;
@@ -59,6 +59,19 @@ static pid_t s_start_service(fixture_t *f, int i)
     } else if (strcmp(services[i], "vm-launcher") == 0) {
         for (int k = 0; f->launcher.launcher_flags[k] && n < 31; k++)
             argv[n++] = f->launcher.launcher_flags[k];
+    }
+    // The kubelet port on a free port, a self-signed certificate made in the
+    // test's directory, client certificates checked against the bed's CA.
+    char listen[64], state_dir[400], client_ca[400];
+    if (strcmp(services[i], "kubelet-api") == 0) {
+        char *ca = ts_bed_value("BED_CA");
+        snprintf(listen, sizeof listen, "--listen=127.0.0.1:%d", ts_free_port());
+        snprintf(state_dir, sizeof state_dir, "--state-dir=%s/kubelet-api", f->dir);
+        snprintf(client_ca, sizeof client_ca, "--client-ca=%s", ca);
+        free(ca);
+        argv[n++] = listen;
+        argv[n++] = state_dir;
+        argv[n++] = client_ca;
     }
     // The password comes from the environment, as in a container.
     setenv("VMLET_REDIS_PASSWORD", f->redis.password, 1);
@@ -302,7 +315,8 @@ static void test_help_and_bad_settings(void **state)
 {
     (void)state;
     const char *bins[] = {"vmlet-bus", "vmlet-k8s-watcher", "vmlet-image-builder",
-                          "vmlet-vm-launcher", "vmlet-prober", "vmlet-status-reporter"};
+                          "vmlet-vm-launcher", "vmlet-prober", "vmlet-status-reporter",
+                          "vmlet-kubelet-api"};
     for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++) {
         char *out = NULL;
         assert_int_equal(s_run(bins[i], "--help", &out), 0);

@@ -3,6 +3,7 @@
 #include "tls_ctx.h"
 
 #include "vmlet/net.h"
+#include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
 #include <errno.h>
@@ -26,6 +27,8 @@ const vmlet_cfg_option_t kapi_options[] = {
      "require a client certificate signed by --client-ca; false lets anyone in"},
     {"state-dir", VMLET_CFG_STRING, "/var/lib/vmlet/kubelet-api", 0, 0, NULL, OPT(state_dir),
      "where a generated certificate is kept"},
+    {"node-name", VMLET_CFG_STRING, "vmlet", 0, 0, NULL, OPT(node_name),
+     "the Node's name (as k8s-watcher's), reported in /stats/summary"},
     {"max-connections", VMLET_CFG_INT, "1000", 1, 100000, NULL, OPT(max_connections),
      "connections served at once; more are refused with 503"},
     {"idle-timeout", VMLET_CFG_DURATION, "4h", 1000, 0, NULL, OPT(idle_timeout_ms),
@@ -42,8 +45,8 @@ typedef struct {
     pthread_t listener;
     bool listener_started;
     int metrics_timer;
-    long published[6], published_refused;
-    vmlet_metric_t *connections, *sessions, *refused, *requests[6];
+    long published[ROUTE_COUNT], published_refused;
+    vmlet_metric_t *connections, *sessions, *refused, *requests[ROUTE_COUNT];
 } kapi_t;
 
 typedef struct {
@@ -115,7 +118,7 @@ static int s_publish_metrics(zloop_t *loop, int timer_id, void *arg)
     pthread_mutex_lock(&st->lock);
     vmlet_gauge_set(self->connections, (double)st->connections);
     vmlet_gauge_set(self->sessions, (double)st->sessions_active);
-    for (int r = 0; r < 6; r++) {
+    for (int r = 0; r < ROUTE_COUNT; r++) {
         vmlet_counter_add(self->requests[r], (double)(st->requests[r] - self->published[r]));
         self->published[r] = st->requests[r];
     }
@@ -128,9 +131,9 @@ static int s_publish_metrics(zloop_t *loop, int timer_id, void *arg)
 static void s_metrics(kapi_t *self)
 {
     vmlet_metrics_t *m = vmlet_service_metrics(self->service);
-    static const char *const names[] = {"other",  "logs",        "exec",
-                                        "attach", "portforward", "healthz"};
-    for (int r = 0; r < 6; r++) {
+    static const char *const names[ROUTE_COUNT] = {"other",       "logs",    "exec", "attach",
+                                                   "portforward", "healthz", "stats"};
+    for (int r = 0; r < ROUTE_COUNT; r++) {
         char labels[64];
         snprintf(labels, sizeof labels, "route=\"%s\"", names[r]);
         self->requests[r] = vmlet_metrics_counter(m, "vmlet_kubelet_api_requests_total",
@@ -147,7 +150,8 @@ static void s_metrics(kapi_t *self)
 void *kapi_start(vmlet_service_t *service, vmlet_err_t *err)
 {
     const vmlet_service_def_t *def = vmlet_service_def(service);
-    const kapi_settings_t *settings = def->settings;
+    kapi_settings_t *settings = def->settings;
+    settings->started_unix_ms = vmlet_unix_ms();
     const vmlet_service_settings_t *common = vmlet_service_settings(service);
     vmlet_log_t *log = vmlet_service_log(service);
     if (!settings->client_auth)

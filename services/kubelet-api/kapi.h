@@ -19,9 +19,11 @@ typedef struct {
     char *listen;   // "HOST:PORT" of the kubelet port
     char *tls_cert; // PEM; "" = a self-signed one made on first start in state_dir
     char *tls_key;
-    char *client_ca;  // PEM CA that signs the API server's kubelet-client certificate
-    bool client_auth; // false: anyone may connect (logged loudly)
-    char *state_dir;  // where a generated certificate is kept
+    char *client_ca;         // PEM CA that signs the API server's kubelet-client certificate
+    bool client_auth;        // false: anyone may connect (logged loudly)
+    char *state_dir;         // where a generated certificate is kept
+    char *node_name;         // for /stats/summary
+    int64_t started_unix_ms; // set at start: the node's startTime there
     long max_connections;
     int64_t idle_timeout_ms; // a stream with no traffic either way for this long is closed
 } kapi_settings_t;

@@ -8,16 +8,6 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 
-// Counters the connection threads bump and the loop's timer publishes as
-// metrics (the metrics registry is the loop's alone).
-typedef struct {
-    pthread_mutex_t lock;
-    long connections;     // open now
-    long requests[6];     // by route_t
-    long refused_auth;    // 401s
-    long sessions_active; // streams to launchers open now
-} kapi_stats_t;
-
 typedef enum {
     ROUTE_OTHER,
     ROUTE_LOGS,
@@ -25,7 +15,19 @@ typedef enum {
     ROUTE_ATTACH,
     ROUTE_PORT_FORWARD,
     ROUTE_HEALTHZ,
+    ROUTE_STATS,
+    ROUTE_COUNT
 } route_t;
+
+// Counters the connection threads bump and the loop's timer publishes as
+// metrics (the metrics registry is the loop's alone).
+typedef struct {
+    pthread_mutex_t lock;
+    long connections; // open now
+    long requests[ROUTE_COUNT];
+    long refused_auth;    // 401s
+    long sessions_active; // streams to launchers open now
+} kapi_stats_t;
 
 typedef struct {
     const kapi_settings_t *settings;
@@ -52,6 +54,8 @@ typedef struct {
 void route_container_logs(conn_t *c, char *const parts[], size_t n_parts);
 void route_exec(conn_t *c, char *const parts[], size_t n_parts, bool attach);
 void route_port_forward(conn_t *c, char *const parts[], size_t n_parts);
+// what: "summary" (/stats/summary) or "resource" (/metrics/resource).
+void route_stats(conn_t *c, const char *what);
 
 void kapi_count(kapi_shared_t *shared, long *counter, long delta);
 

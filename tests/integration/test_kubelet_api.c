@@ -4,11 +4,18 @@
 // self-signed certificate made and kept on first start, and the real
 // kube-apiserver reaching it with its kubelet-client certificate for
 // `kubectl logs` (answered here for a pod without a VM: no VMs boot in this
-// test).
+// test); /stats/summary and /metrics/resource rendered from the samples the
+// launchers keep in Redis (written here as a launcher writes them).
 #include "stack.h"
 #include "testsupport.h"
 
+#include "vmlet/pb.h"
+#include "vmlet/pod_store.h"
+#include "vmlet/proto/stats.pb-c.h"
 #include "vmlet/timeutil.h"
+#include "vmlet/xalloc.h"
+
+#include <cjson/cJSON.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,8 +40,10 @@ static int s_start_kapi(ts_service_t *svc, int port, const char *const more[])
     snprintf(cert, sizeof cert, "--tls-cert=%s", g->node_cert);
     snprintf(key, sizeof key, "--tls-key=%s", g->node_key);
     snprintf(ca, sizeof ca, "--client-ca=%s", g->ca);
-    const char *args[12] = {listen, cert, key, ca};
-    int n = 4;
+    char node[120];
+    snprintf(node, sizeof node, "--node-name=%s", g->stack.node);
+    const char *args[12] = {listen, cert, key, ca, node};
+    int n = 5;
     for (int i = 0; more && more[i] && n < 11; i++) {
         // A later --tls-cert= (even empty) wins over ours.
         args[n++] = more[i];
@@ -92,6 +101,7 @@ static void s_curl(int port, const char *path, const char *cert, const char *key
                    char *out, size_t cap)
 {
     char cmd[2000], client[900] = "";
+    out[0] = '\0';
     if (cert)
         snprintf(client, sizeof client, "--cert %s --key %s", cert, key);
     snprintf(cmd, sizeof cmd,
@@ -210,12 +220,101 @@ static void test_the_api_server_reaches_it(void **state)
     assert_true(logs >= 1);
 }
 
+// A pod and its VM's sample, as k8s-watcher and vm-launcher store them.
+static void s_store_stats(const char *uid, const char *name, uint64_t working_set)
+{
+    char url[200];
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", g->stack.redis.password,
+             g->stack.redis.port);
+    vmlet_store_t *store = vmlet_store_new(url, NULL, NULL, NULL, NULL);
+    Vmlet__PodRef ref = VMLET__POD_REF__INIT;
+    ref.uid = (char *)uid, ref.namespace_ = g->ns, ref.name = (char *)name;
+    Vmlet__PodSpec spec = VMLET__POD_SPEC__INIT;
+    spec.pod = &ref;
+    char hash[VMLET_POD_HASH_LEN];
+    vmlet_pod_spec_hash(&spec, hash);
+    assert_int_equal(vmlet_pod_store_put(store, &spec, hash, NULL), 0);
+    Vmlet__CpuStats cpu = VMLET__CPU_STATS__INIT;
+    PB_SET(&cpu, usage_core_nanoseconds, 2500000000ULL);
+    PB_SET(&cpu, usage_nano_cores, 150000000ULL);
+    Vmlet__MemoryStats mem = VMLET__MEMORY_STATS__INIT;
+    PB_SET(&mem, working_set_bytes, working_set);
+    PB_SET(&mem, usage_bytes, working_set + 4096);
+    Vmlet__ContainerStats app = VMLET__CONTAINER_STATS__INIT, *apps[] = {&app};
+    app.name = "app", app.cpu = &cpu, app.memory = &mem;
+    PB_SET(&app, start_unix_ms, vmlet_unix_ms() - 60000);
+    Vmlet__NetworkInterfaceStats net = VMLET__NETWORK_INTERFACE_STATS__INIT;
+    net.name = "eth0";
+    PB_SET(&net, rx_bytes, 1234);
+    Vmlet__PodStats s = VMLET__POD_STATS__INIT;
+    s.uid = (char *)uid, s.namespace_ = g->ns, s.name = (char *)name;
+    PB_SET(&s, sampled_unix_ms, vmlet_unix_ms());
+    PB_SET(&s, start_unix_ms, vmlet_unix_ms() - 61000);
+    s.cpu = &cpu, s.memory = &mem, s.network = &net;
+    s.containers = apps, s.n_containers = 1;
+    size_t len = vmlet__pod_stats__get_packed_size(&s);
+    uint8_t *bytes = vmlet_xmalloc(len);
+    vmlet__pod_stats__pack(&s, bytes);
+    freeReplyObject(vmlet_store_command(store, NULL, "SET vmlet:stats:%s %b", uid, bytes, len));
+    free(bytes);
+    vmlet_store_destroy(&store);
+}
+
+static void test_stats_in_the_kubelets_shapes(void **state)
+{
+    (void)state;
+    s_store_stats("uid-stats-a", "busy", 64ULL << 20);
+    s_store_stats("uid-stats-b", "idle", 8ULL << 20);
+    char *out = vmlet_xmalloc(1 << 20);
+    s_curl(g->port, "/stats/summary", g->client_cert, g->client_key, true, out, 1 << 20);
+    char *code = strrchr(out, ' ');
+    assert_string_equal(code, " 200");
+    *code = '\0';
+    cJSON *summary = cJSON_Parse(out);
+    assert_non_null(summary);
+    const cJSON *node = cJSON_GetObjectItem(summary, "node");
+    assert_string_equal(cJSON_GetObjectItem(node, "nodeName")->valuestring, g->stack.node);
+    // The node's working set is its pods' sum.
+    const cJSON *ws = cJSON_GetObjectItem(cJSON_GetObjectItem(node, "memory"), "workingSetBytes");
+    assert_true(ws->valuedouble == (double)(72ULL << 20));
+    int seen = 0;
+    const cJSON *pod;
+    cJSON_ArrayForEach(pod, cJSON_GetObjectItem(summary, "pods"))
+    {
+        const cJSON *ref = cJSON_GetObjectItem(pod, "podRef");
+        if (strcmp(cJSON_GetObjectItem(ref, "name")->valuestring, "busy") != 0)
+            continue;
+        seen++;
+        assert_string_equal(cJSON_GetObjectItem(ref, "namespace")->valuestring, g->ns);
+        const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(pod, "containers"), 0);
+        assert_string_equal(cJSON_GetObjectItem(c0, "name")->valuestring, "app");
+        const cJSON *cpu = cJSON_GetObjectItem(c0, "cpu");
+        assert_true(cJSON_GetObjectItem(cpu, "usageNanoCores")->valuedouble == 150000000.0);
+        assert_true(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(pod, "network"), "rxBytes")->valuedouble ==
+            1234.0);
+    }
+    assert_int_equal(seen, 1);
+    cJSON_Delete(summary);
+    s_curl(g->port, "/metrics/resource", g->client_cert, g->client_key, true, out, 1 << 20);
+    char want[300];
+    snprintf(want, sizeof want,
+             "container_memory_working_set_bytes{container=\"app\",namespace=\"%s\",pod=\"busy\"} "
+             "67108864 ",
+             g->ns);
+    if (!strstr(out, want) || !strstr(out, "container_cpu_usage_seconds_total{container=\"app\"") ||
+        !strstr(out, "node_memory_working_set_bytes 75497472 ") || !strstr(out, "scrape_error 0"))
+        fail_msg("/metrics/resource:\n%s", out);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_client_certificates),
         cmocka_unit_test(test_self_signed_on_first_start),
         cmocka_unit_test(test_the_api_server_reaches_it),
+        cmocka_unit_test(test_stats_in_the_kubelets_shapes),
     };
     if (getenv("VMLET_TEST_FILTER"))
         cmocka_set_test_filter(getenv("VMLET_TEST_FILTER"));

@@ -34,6 +34,7 @@ struct exec_session {
     pid_t pid;
     int in_fd, out_fd, err_fd; // with a tty, out_fd is the master and takes stdin too
     bool tty, exited, timed_out, dead;
+    bool host_gone; // the host closed the session: its output has no reader
     int status, timeout_ms;
     int64_t deadline_ms, drain_deadline_ms;
 };
@@ -339,8 +340,8 @@ void execs_tick(agent_t *a, int64_t now)
         }
         if (!e->exited)
             continue;
-        if (e->out_fd < 0 && e->err_fd < 0)
-            s_finish(a, e);
+        if ((e->out_fd < 0 && e->err_fd < 0) || e->host_gone)
+            s_finish(a, e); // (with the host gone, no window update will ever come)
         else if (stream_room(&e->s) == 0)
             e->drain_deadline_ms = now + AGENT_DRAIN_MS; // the host has not caught up yet
         else if (now >= e->drain_deadline_ms)
@@ -381,10 +382,13 @@ bool exec_on_close(agent_t *a, const Vmlet__StreamClose *c)
     if (c->write_side_only) {
         e->s.host_eof = true;
         s_after_write(a, e);
-    } else if (!e->exited) {
+    } else {
         // The host is gone from this session: nothing is left to run for.
-        kill(-e->pid, SIGKILL);
-        kill(e->pid, SIGKILL);
+        e->host_gone = true;
+        if (!e->exited) {
+            kill(-e->pid, SIGKILL);
+            kill(e->pid, SIGKILL);
+        }
     }
     return true;
 }

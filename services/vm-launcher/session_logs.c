@@ -227,6 +227,11 @@ static int s_open(session_t *s, const Vmlet__SessionOpen *o, int *status, char *
     const char *pod_name = session_pod_name(pod);
     ctr_t *c = session_container(s, pod, o->container);
     *status = 400;
+    if (!pod->spec || !pod->spec->pod) {
+        *status = 404;
+        snprintf(error, cap, "pod \"%s\" does not exist", pod_name);
+        return -1;
+    }
     if (!c) {
         *status = 404;
         snprintf(error, cap, "container \"%s\" not found in pod \"%s\"", s->container, pod_name);

@@ -67,12 +67,17 @@ wants() { case " $PIECES " in *" $1 "*) return 0 ;; esac; return 1; }
 # --- ports, secrets ------------------------------------------------------
 
 # port_for NAME VAR [OWNER]: sets VAR to the port NAME used last time
-# (DIR/run/NAME.port) if its piece OWNER (default NAME) still runs or
-# nothing listens on it, else to a fresh free port.
+# (DIR/run/NAME.port) if its piece OWNER (default NAME) still runs, or if
+# no socket at all uses it and it lies below the ephemeral range, else to a
+# fresh free port. (A kept port inside the ephemeral range, from an older
+# bed, can be taken by any outgoing connection: that is no listener, but
+# the bind fails all the same.)
 port_for() {
-    local name=$1 var=$2 owner=${3:-$1} p
+    local name=$1 var=$2 owner=${3:-$1} p low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
     p=$(cat "$RUN/$name.port" 2>/dev/null || true)
-    if [ -z "$p" ] || { ! piece_alive "$owner" && [ -n "$(ss -Hltn "sport = :$p")" ]; }; then
+    if [ -z "$p" ] || { ! piece_alive "$owner" &&
+        { ((p >= low)) || [ -n "$(ss -Htan "sport = :$p")" ]; }; }; then
         bed_free_port p # (bed_free_port has a local named "port")
     fi
     echo "$p" >"$RUN/$name.port"

@@ -18,7 +18,8 @@
 // pod CIDR (10.<200-249>.<0-255>.0/24; traffic to it cannot leave the
 // machine: the launcher routes it to the namespace, with an unreachable
 // fallback) and link addresses picked at random; NAT off (tests never talk
-// to the outside); VMs stopped and the network removed on SIGTERM.
+// to the outside); VMs stopped and the network removed on SIGTERM; a free
+// port for its sessions.
 void ts_stack_launcher_flags(ts_stack_t *stack)
 {
     char suffix[9];
@@ -33,7 +34,8 @@ void ts_stack_launcher_flags(ts_stack_t *stack)
         vmlet_xasprintf("--net-bridge=vb%s", suffix),
         vmlet_xasprintf("--net-host-veth=vh%s", suffix),
         vmlet_xasprintf("--pod-cidr=%s", stack->pod_cidr),
-        vmlet_xasprintf("--net-link-cidr=169.254.%u.%u/30", (r >> 16) & 0xff, ((r >> 24) & 0x3f) * 4),
+        vmlet_xasprintf("--net-link-cidr=169.254.%u.%u/30", (r >> 16) & 0xff,
+                        ((r >> 24) & 0x3f) * 4),
         vmlet_xstrdup("--net-nat=false"),
         vmlet_xasprintf("--state-dir=%s/vms", stack->dir),
         vmlet_xasprintf("--log-dir=%s/pods", stack->dir),
@@ -41,6 +43,8 @@ void ts_stack_launcher_flags(ts_stack_t *stack)
         vmlet_xasprintf("--initramfs=%s", VMLET_INITRAMFS),
         vmlet_xstrdup("--stop-vms-on-exit=true"),
         vmlet_xstrdup("--reserve-memory=512Mi"),
+        // Each stack's sessions (the kubelet API's way in) on a port of its own.
+        vmlet_xasprintf("--session-listen=127.0.0.1:%d", ts_free_port()),
         NULL,
     };
     memcpy(stack->launcher_flags, flags, sizeof flags);
@@ -285,8 +289,8 @@ static void s_state(const char *text, Vmlet__ContainerState *st, Vmlet__Containe
     }
 }
 
-int ts_stack_report_vm(ts_stack_t *stack, const char *uid, Vmlet__VmState state,
-                       const char *pod_ip, const ts_container_report_t *containers, size_t n)
+int ts_stack_report_vm(ts_stack_t *stack, const char *uid, Vmlet__VmState state, const char *pod_ip,
+                       const ts_container_report_t *containers, size_t n)
 {
     Vmlet__PodRef ref = VMLET__POD_REF__INIT;
     ref.uid = (char *)uid;
@@ -335,7 +339,7 @@ static int s_report_probe(ts_stack_t *stack, const char *uid, const char *contai
     r.pod = &ref;
     r.container = (char *)container;
     r.has_kind = 1;
-    r.kind = strcmp(kind, "readiness") == 0   ? VMLET__PROBE_KIND__PROBE_KIND_READINESS
+    r.kind = strcmp(kind, "readiness") == 0  ? VMLET__PROBE_KIND__PROBE_KIND_READINESS
              : strcmp(kind, "liveness") == 0 ? VMLET__PROBE_KIND__PROBE_KIND_LIVENESS
                                              : VMLET__PROBE_KIND__PROBE_KIND_STARTUP;
     r.has_outcome = !warning;

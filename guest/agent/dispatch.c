@@ -156,7 +156,7 @@ void dispatch_message(agent_t *a, const Vmlet__GuestMessage *msg)
         stream_message_close(a, msg->stream_close);
         break;
     case VMLET__GUEST_MESSAGE__BODY_RESIZE:
-        exec_resize(a, msg->resize);   // each ignores a stream that is not its own
+        exec_resize(a, msg->resize); // each ignores a stream that is not its own
         attach_resize(a, msg->resize);
         break;
     case VMLET__GUEST_MESSAGE__BODY_ATTACH:

@@ -221,10 +221,15 @@ void pod_exec_tick(pod_vm_t *self, bool abort_all, const char *why);
 // Makes path a sparse ext4 file of `bytes` (idempotent: an existing one is kept).
 int scratch_disk_make(const char *path, int64_t bytes, vmlet_err_t *err);
 
-// session_server.c (the rest is in session.h)
+// session_server.c: what the pods tell kubectl sessions (the rest is in session.h)
+// A stream message from the agent (StreamData, StreamClose, ExecStarted,
+// ExecExited): true if it was a session's (else it is the bus exec's).
 bool session_on_agent(pod_vm_t *pod, const Vmlet__GuestMessage *msg);
+// Container output (the same the CRI log gets): to attached sessions.
 void session_on_output(pod_vm_t *pod, const Vmlet__OutputChunk *m);
+// A run of container i ended (its log closed first): attach and follow end.
 void session_on_container_exit(pod_vm_t *pod, size_t i, int exit_code, int signal);
+// The pod's VM went away or the pod is forgotten: its sessions end.
 void session_on_pod_gone(pod_vm_t *pod, const char *why);
 
 // launcher.c

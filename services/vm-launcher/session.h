@@ -37,17 +37,9 @@ void session_server_destroy(session_server_t **self_p);
 // record) and the token, refreshed; listening retried if it failed.
 void session_server_announce(session_server_t *self);
 
-// --- hooks from the pods ------------------------------------------------------------
-
-// A stream message from the agent (StreamData, StreamClose, ExecStarted,
-// ExecExited): true if it was a session's (the caller passes it on otherwise).
-bool session_on_agent(pod_vm_t *pod, const Vmlet__GuestMessage *msg);
-// Container output (the same the CRI log gets): to attached sessions.
-void session_on_output(pod_vm_t *pod, const Vmlet__OutputChunk *m);
-// A run of container i ended (its log is closed): attach ends, follow ends.
-void session_on_container_exit(pod_vm_t *pod, size_t i, int exit_code, int signal);
-// The pod's VM went away or the pod is forgotten: its sessions end.
-void session_on_pod_gone(pod_vm_t *pod, const char *why);
+// The hooks the pods call (session_on_agent, session_on_output,
+// session_on_container_exit, session_on_pod_gone) are declared in
+// launcher_internal.h, next to the other pod functions.
 
 // --- shared by the session files -------------------------------------------------------
 

@@ -66,6 +66,11 @@ static void s_route(conn_t *c)
         route_stats(c, parts[0][0] == 's' ? "summary" : "resource");
         return;
     }
+    if (n == 1 && strcmp(parts[0], "pods") == 0) {
+        kapi_count(sh, &sh->stats.requests[ROUTE_STATS], 1);
+        route_stats(c, "pods");
+        return;
+    }
     if (n >= 1 && strcmp(parts[0], "portForward") == 0) {
         kapi_count(sh, &sh->stats.requests[ROUTE_PORT_FORWARD], 1);
         route_port_forward(c, parts + 1, n - 1);

@@ -54,7 +54,7 @@ typedef struct {
 void route_container_logs(conn_t *c, char *const parts[], size_t n_parts);
 void route_exec(conn_t *c, char *const parts[], size_t n_parts, bool attach);
 void route_port_forward(conn_t *c, char *const parts[], size_t n_parts);
-// what: "summary" (/stats/summary) or "resource" (/metrics/resource).
+// what: "summary" (/stats/summary), "resource" (/metrics/resource) or "pods" (/pods).
 void route_stats(conn_t *c, const char *what);
 
 void kapi_count(kapi_shared_t *shared, long *counter, long delta);

@@ -3,6 +3,8 @@
 #include "session_client.h"
 #include "ws_channel.h"
 
+#include "vmlet/timeutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,13 @@ void remotecommand_resize_bytes(remotecommand_t *rc, const uint8_t *data, size_t
     }
 }
 
+int remotecommand_idle_left(const remotecommand_t *rc)
+{
+    int64_t left =
+        rc->c->shared->settings->idle_timeout_ms - (vmlet_now_ms() - rc->last_traffic_ms);
+    return left > 0 ? (int)(left < 3600000 ? left : 3600000) : 0;
+}
+
 char *remotecommand_status(const remotecommand_t *rc, size_t *len)
 {
     const vmlet_ws_proto_t as = {.name = rc->protocol_name, .version = rc->version};
@@ -53,6 +62,7 @@ bool remotecommand_pump_session(remotecommand_t *rc,
     if (f->body_case == VMLET__SESSION_FRAME__BODY_DATA && f->data->has_data) {
         int channel = f->data->channel == VMLET__SESSION_CHANNEL__SESSION_STDERR ? VMLET_WS_STDERR
                                                                                  : VMLET_WS_STDOUT;
+        rc->last_traffic_ms = vmlet_now_ms();
         more = out(arg, channel, f->data->data.data, f->data->data.len);
         if (!more)
             rc->client_gone = true;

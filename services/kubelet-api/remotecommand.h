@@ -22,8 +22,9 @@ typedef struct {
     char resize_buf[512];
     size_t resize_len;
     bool input_closed;
-    bool ended;       // the launcher sent SessionEnd
-    bool client_gone; // the client closed or reset
+    int64_t last_traffic_ms; // monotonic: when bytes last moved either way
+    bool ended;              // the launcher sent SessionEnd
+    bool client_gone;        // the client closed or reset
     int exit_code;
     char error[512]; // the session failed after it started: why
 } remotecommand_t;
@@ -32,6 +33,12 @@ typedef struct {
 void remotecommand_spdy(remotecommand_t *rc);
 // The same on a WebSocket connection, after the 101 was sent.
 void remotecommand_ws(remotecommand_t *rc, const vmlet_ws_proto_t *proto);
+
+// How long the stream may stay quiet from now (ms), counting from the last
+// bytes that moved either way; 0 once it has been idle past the limit.
+// Protocol chatter (pings, window updates) does not count, as for the
+// kubelet's streaming idle timeout.
+int remotecommand_idle_left(const remotecommand_t *rc);
 
 // Resize bytes from the client: complete {"Width":..,"Height":..} objects
 // go to the launcher as SessionResize.

@@ -35,6 +35,7 @@ typedef struct {
     pair_t pairs[MAX_PAIRS];
     size_t n_pairs;
     bool client_gone;
+    int64_t last_traffic_ms; // monotonic: when bytes last moved either way
 } forward_t;
 
 static const char *s_header(const vmlet_spdy_header_t *h, size_t n, const char *name)
@@ -135,6 +136,8 @@ static void s_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t len, b
 {
     forward_t *f = ctx;
     pair_t *p = s_by_stream(f, id);
+    if (len)
+        f->last_traffic_ms = vmlet_now_ms();
     if (p && id == p->data && p->session >= 0 && len &&
         session_send_data(p->session, VMLET__SESSION_CHANNEL__SESSION_STDIN, data, len) < 0)
         p->done = true;
@@ -182,6 +185,7 @@ static void s_pump(forward_t *f, pair_t *p)
             vmlet_spdy_send(f->spdy, p->data, NULL, 0, true, NULL); // the pod closed: FIN
         p->done = true;
     } else if (fr->body_case == VMLET__SESSION_FRAME__BODY_DATA && fr->data->has_data) {
+        f->last_traffic_ms = vmlet_now_ms();
         const uint8_t *d = fr->data->data.data;
         size_t n = fr->data->data.len;
         while (n > 0 && !p->done) {
@@ -216,15 +220,21 @@ static void s_reap(forward_t *f)
 
 static void s_serve(forward_t *f)
 {
-    int idle_ms = (int)f->c->shared->settings->idle_timeout_ms;
+    int64_t idle_ms = f->c->shared->settings->idle_timeout_ms;
+    f->last_traffic_ms = vmlet_now_ms();
     bool ok = s_flush(f);
     while (ok && !f->client_gone) {
         struct pollfd p[MAX_PAIRS + 1] = {{.fd = f->c->fd, .events = POLLIN}};
         for (size_t i = 0; i < f->n_pairs; i++)
             p[i + 1] = (struct pollfd){.fd = f->pairs[i].session, .events = POLLIN};
-        int r = SSL_pending(f->c->ssl) > 0 ? 1 : poll(p, f->n_pairs + 1, idle_ms);
-        if (r == 0)
+        int64_t left = idle_ms - (vmlet_now_ms() - f->last_traffic_ms);
+        if (left <= 0)
             break; // idle past the limit, as the kubelet's streaming idle timeout
+        int r = SSL_pending(f->c->ssl) > 0
+                    ? 1
+                    : poll(p, f->n_pairs + 1, left < 3600000 ? (int)left : 3600000);
+        if (r == 0)
+            continue; // the loop's head decides whether that was the limit
         if (SSL_pending(f->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             uint8_t buf[16384];
             int n = SSL_read(f->c->ssl, buf, sizeof buf);

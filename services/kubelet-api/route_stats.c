@@ -247,12 +247,71 @@ static void s_resource_metrics(conn_t *c, const all_stats_t *all)
     free(out);
 }
 
+// The pods bound to the node as a v1 PodList, from the specs k8s-watcher
+// keeps: the fields the kubelet's /pods consumers read (identity, labels,
+// containers and their images). Status lives in the API server.
+static void s_pods(conn_t *c, vmlet_store_t *store)
+{
+    char **uids;
+    size_t n;
+    vmlet_err_t err = {0};
+    if (vmlet_pod_store_uids(store, &uids, &n, &err) < 0) {
+        http_respondf(c->ssl, 500, "Internal Error: %s\n", err.msg);
+        return;
+    }
+    cJSON *list = cJSON_CreateObject();
+    cJSON_AddStringToObject(list, "kind", "PodList");
+    cJSON_AddStringToObject(list, "apiVersion", "v1");
+    cJSON_AddObjectToObject(list, "metadata");
+    cJSON *items = cJSON_AddArrayToObject(list, "items");
+    for (size_t i = 0; i < n; i++) {
+        Vmlet__PodSpec *spec = vmlet_pod_store_get(store, uids[i], NULL);
+        if (!spec || !spec->pod) {
+            if (spec)
+                vmlet__pod_spec__free_unpacked(spec, NULL);
+            continue;
+        }
+        cJSON *pod = cJSON_CreateObject();
+        cJSON *meta = cJSON_AddObjectToObject(pod, "metadata");
+        cJSON_AddStringToObject(meta, "name", spec->pod->name ? spec->pod->name : "");
+        cJSON_AddStringToObject(meta, "namespace",
+                                spec->pod->namespace_ ? spec->pod->namespace_ : "");
+        cJSON_AddStringToObject(meta, "uid", spec->pod->uid ? spec->pod->uid : "");
+        cJSON *labels = cJSON_AddObjectToObject(meta, "labels");
+        for (size_t k = 0; k < spec->n_labels; k++)
+            cJSON_AddStringToObject(labels, spec->labels[k]->key, spec->labels[k]->value);
+        cJSON *ps = cJSON_AddObjectToObject(pod, "spec");
+        cJSON_AddStringToObject(ps, "nodeName",
+                                spec->node_name ? spec->node_name : c->shared->settings->node_name);
+        cJSON *containers = cJSON_AddArrayToObject(ps, "containers");
+        for (size_t k = 0; k < spec->n_containers; k++) {
+            cJSON *ct = cJSON_CreateObject();
+            cJSON_AddStringToObject(ct, "name", spec->containers[k]->name);
+            cJSON_AddStringToObject(ct, "image",
+                                    spec->containers[k]->image ? spec->containers[k]->image : "");
+            cJSON_AddItemToArray(containers, ct);
+        }
+        cJSON_AddItemToArray(items, pod);
+        vmlet__pod_spec__free_unpacked(spec, NULL);
+    }
+    vmlet_pod_store_free_uids(uids, n);
+    char *text = cJSON_PrintUnformatted(list);
+    http_respond(c->ssl, 200, "application/json", text ? text : "{}");
+    free(text);
+    cJSON_Delete(list);
+}
+
 void route_stats(conn_t *c, const char *what)
 {
     kapi_shared_t *sh = c->shared;
     vmlet_err_t err = {0};
     vmlet_store_t *store = vmlet_store_new(sh->redis_url, sh->redis_password, NULL, NULL, &err);
     all_stats_t all = {0};
+    if (store && strcmp(what, "pods") == 0) {
+        s_pods(c, store);
+        vmlet_store_destroy(&store);
+        return;
+    }
     if (!store || s_load(store, &all, &err) < 0) {
         http_respondf(c->ssl, 500, "Internal Error: failed to get stats: %s\n", err.msg);
     } else if (strcmp(what, "summary") == 0) {

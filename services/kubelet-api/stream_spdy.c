@@ -68,6 +68,8 @@ static void s_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t len, b
 {
     rc_spdy_t *x = ctx;
     if (id && id == x->stdin_) {
+        if (len)
+            x->rc->last_traffic_ms = vmlet_now_ms();
         if (len &&
             session_send_data(x->rc->session, VMLET__SESSION_CHANNEL__SESSION_STDIN, data, len) < 0)
             x->rc->ended = true;
@@ -170,7 +172,7 @@ void remotecommand_spdy(remotecommand_t *rc)
     if (!(x.spdy = vmlet_spdy_new(&cfg, &cb, &err)))
         return;
     int64_t streams_deadline = vmlet_now_ms() + STREAMS_TIMEOUT_MS;
-    int idle_ms = (int)rc->c->shared->settings->idle_timeout_ms;
+    rc->last_traffic_ms = vmlet_now_ms();
     bool ok = s_flush(&x);
     while (ok && !rc->ended && !rc->client_gone) {
         bool ready = x.opened >= x.expected;
@@ -180,10 +182,14 @@ void remotecommand_spdy(remotecommand_t *rc)
         }
         struct pollfd p[2] = {{.fd = rc->c->fd, .events = POLLIN},
                               {.fd = ready ? rc->session : -1, .events = POLLIN}};
-        int r = SSL_pending(rc->c->ssl) > 0 ? 1 : poll(p, 2, ready ? idle_ms : 1000);
-        if (r == 0 && ready) {
+        int left = remotecommand_idle_left(rc);
+        int r = SSL_pending(rc->c->ssl) > 0 ? 1 : left == 0 ? 0 : poll(p, 2, ready ? left : 1000);
+        if (r == 0 && ready && remotecommand_idle_left(rc) == 0) {
+            // As the kubelet: the connection just closes, with no status
+            // (the process did not end; the launcher ends it now).
             vmlet_log_info(rc->c->shared->log, VMLET_KV({"path", rc->c->req.path}),
                            "closing an idle stream");
+            ok = false;
             break;
         }
         if (SSL_pending(rc->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR)))

@@ -35,6 +35,8 @@ static void s_close_input(remotecommand_t *rc)
 static int s_on_data(void *arg, uint8_t ch, const uint8_t *bytes, size_t len)
 {
     rc_ws_t *x = arg;
+    if (ch == VMLET_WS_STDIN && len)
+        x->rc->last_traffic_ms = vmlet_now_ms();
     if (ch == VMLET_WS_STDIN && x->rc->stdin_ && !x->rc->input_closed)
         return session_send_data(x->rc->session, VMLET__SESSION_CHANNEL__SESSION_STDIN, bytes, len);
     return 0; // nothing else is read from a client
@@ -100,14 +102,21 @@ void remotecommand_ws(remotecommand_t *rc, const vmlet_ws_proto_t *proto)
     // Kubernetes writes an empty message on the first output channel: the
     // session is up.
     vmlet_ws_conn_send(x.ws, rc->stdout_ ? VMLET_WS_STDOUT : VMLET_WS_ERROR, "", 0, NULL);
-    int idle_ms = (int)rc->c->shared->settings->idle_timeout_ms;
+    rc->last_traffic_ms = vmlet_now_ms();
     bool ok = s_flush(&x);
     while (ok && !rc->ended && !rc->client_gone) {
         struct pollfd p[2] = {{.fd = rc->c->fd, .events = POLLIN},
                               {.fd = rc->session, .events = POLLIN}};
-        int r = SSL_pending(rc->c->ssl) > 0 ? 1 : poll(p, 2, idle_ms);
-        if (r == 0)
-            break; // idle past the limit
+        int left = remotecommand_idle_left(rc);
+        int r = SSL_pending(rc->c->ssl) > 0 ? 1 : left == 0 ? 0 : poll(p, 2, left);
+        if (r == 0 && remotecommand_idle_left(rc) == 0) {
+            // As the kubelet: closed without a status (the launcher ends
+            // the process).
+            vmlet_log_info(rc->c->shared->log, VMLET_KV({"path", rc->c->req.path}),
+                           "closing an idle stream");
+            ok = false;
+            break;
+        }
         if (SSL_pending(rc->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR)))
             ok = s_read_client(&x) && vmlet_ws_conn_state(x.ws) == VMLET_WS_OPEN;
         if (ok && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))

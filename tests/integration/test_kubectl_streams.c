@@ -11,15 +11,18 @@
 #include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define WAIT_MS 240000 // a first boot under TCG
+#define IDLE_S "15"    // the kubelet API's --idle-timeout here
 
 typedef struct {
     ts_stack_t stack;
@@ -120,7 +123,9 @@ static int setup(void **state)
     free(ca);
     free(cert);
     free(key);
-    const char *const kapi[] = {listen, cert_flag, key_flag, ca_flag, node_flag, NULL};
+    // A short idle limit, so the idle case does not wait the default 4 h.
+    const char *const kapi[] = {
+        listen, cert_flag, key_flag, ca_flag, node_flag, "--idle-timeout=" IDLE_S "s", NULL};
     assert_int_equal(ts_stack_service(&g->stack, "kubelet-api", &g->kapi, kapi), 0);
     char cache[400], insecure[300];
     snprintf(cache, sizeof cache, "--cache-dir=%s/images", g->stack.dir);
@@ -206,6 +211,10 @@ static void test_logs(void **state)
     assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app --since=3s --timestamps", KARGS), 0);
     assert_null(strstr(out, "hello-from-app"));
     assert_non_null(strstr(out, "Z tick "));
+    free(out);
+    // --limit-bytes: the log's first bytes.
+    assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app --limit-bytes=9", KARGS), 0);
+    assert_string_equal(out, "hello-fro");
     free(out);
     // -f sees a line printed after it started.
     assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app --tail=1", KARGS), 0);
@@ -438,6 +447,36 @@ static void test_killed_client_leaves_nothing(void **state)
     free(out);
 }
 
+// A stream with no traffic either way is closed after the idle limit.
+static void test_idle_stream_is_closed(void **state)
+{
+    (void)state;
+    // kubectl's stdin: a FIFO this test holds open and never writes, so
+    // nothing moves either way.
+    char fifo[300], log[300];
+    snprintf(fifo, sizeof fifo, "%s/idle.fifo", g->stack.dir);
+    snprintf(log, sizeof log, "%s/idle.out", g->stack.dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    int hold = open(fifo, O_RDWR);
+    assert_true(hold >= 0);
+    char *cmd = vmlet_xasprintf("exec " KUBECTL "exec -i shell -c app -- cat <%s", KARGS, fifo);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    int64_t start = ts_now_ms();
+    pid_t pid = ts_spawn(log, argv);
+    int status = -1;
+    int waited = ts_wait_exit(pid, 60000, &status);
+    int64_t took = ts_now_ms() - start;
+    if (waited < 0) {
+        ts_kill(pid, SIGKILL);
+        ts_wait_exit(pid, 5000, NULL);
+    }
+    close(hold);
+    free(cmd);
+    print_message("an idle exec ended after %lld ms (limit %s s)\n", (long long)took, IDLE_S);
+    assert_int_equal(waited, 0);
+    assert_true(took >= atoi(IDLE_S) * 1000 - 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_port_forward),
         cmocka_unit_test(test_attach),
         cmocka_unit_test(test_killed_client_leaves_nothing),
+        cmocka_unit_test(test_idle_stream_is_closed),
     };
     if (getenv("VMLET_TEST_FILTER"))
         cmocka_set_test_filter(getenv("VMLET_TEST_FILTER"));

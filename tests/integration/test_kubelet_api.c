@@ -305,6 +305,12 @@ static void test_stats_in_the_kubelets_shapes(void **state)
     if (!strstr(out, want) || !strstr(out, "container_cpu_usage_seconds_total{container=\"app\"") ||
         !strstr(out, "node_memory_working_set_bytes 75497472 ") || !strstr(out, "scrape_error 0"))
         fail_msg("/metrics/resource:\n%s", out);
+    // /pods: the node's pods as a PodList.
+    s_curl(g->port, "/pods", g->client_cert, g->client_key, true, out, 1 << 20);
+    snprintf(want, sizeof want, "\"name\":\"busy\",\"namespace\":\"%s\",\"uid\":\"uid-stats-a\"",
+             g->ns);
+    if (!strstr(out, "\"kind\":\"PodList\"") || !strstr(out, want))
+        fail_msg("/pods:\n%s", out);
     free(out);
 }
 

@@ -68,16 +68,18 @@ wants() { case " $PIECES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # port_for NAME VAR [OWNER]: sets VAR to the port NAME used last time
 # (DIR/run/NAME.port) if its piece OWNER (default NAME) still runs, or if
-# no socket at all uses it and it lies below the ephemeral range, else to a
-# fresh free port. (A kept port inside the ephemeral range, from an older
-# bed, can be taken by any outgoing connection: that is no listener, but
-# the bind fails all the same.)
+# nothing listens on it and it lies below the ephemeral range, else to a
+# fresh free port. Keeping the port matters: a piece restarted alone (the
+# API server, say) must come back where its clients look for it, whatever
+# connections to it linger in TIME_WAIT. But a kept port inside the
+# ephemeral range (chosen by an older bed) can be taken by any outgoing
+# connection, which no listener check sees: such a port is chosen again.
 port_for() {
     local name=$1 var=$2 owner=${3:-$1} p low
     low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
     p=$(cat "$RUN/$name.port" 2>/dev/null || true)
     if [ -z "$p" ] || { ! piece_alive "$owner" &&
-        { ((p >= low)) || [ -n "$(ss -Htan "sport = :$p")" ]; }; }; then
+        { ((p >= low)) || [ -n "$(ss -Hltn "sport = :$p")" ]; }; }; then
         bed_free_port p # (bed_free_port has a local named "port")
     fi
     echo "$p" >"$RUN/$name.port"

@@ -6,7 +6,7 @@
 // every case: a pod with three containers.
 #include "stack.h"
 #include "testsupport.h"
-#include "ts_registry.h"
+#include "ts_node.h"
 
 #include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
@@ -24,57 +24,14 @@
 #define WAIT_MS 240000 // a first boot under TCG
 #define IDLE_S "15"    // the kubelet API's --idle-timeout here
 
-typedef struct {
-    ts_stack_t stack;
-    ts_registry_t registry;
-    ts_service_t kapi;
-    char layout[300];
-    char ns[64];
-    char busybox[200];
-    char *kubectl, *kubeconfig; // for commands run in the background
-} fixture_t;
+typedef ts_node_t fixture_t;
 
 static fixture_t *g;
 
 // --- helpers --------------------------------------------------------------------------
 
-// A shell command's output (stdout and stderr) and exit code.
-static int s_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int s_sh(char **out, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    char *full = vmlet_xasprintf("(%s) 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    free(full);
-    size_t cap = 1 << 20, n = 0;
-    char *buf = vmlet_xcalloc(1, cap + 1);
-    for (size_t got; p && n < cap && (got = fread(buf + n, 1, cap - n, p)) > 0;)
-        n += got;
-    int status = p ? pclose(p) : -1;
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 #define KUBECTL "%s --kubeconfig %s -n %s "
 #define KARGS g->kubectl, g->kubeconfig, g->ns
-
-static bool s_running(void *arg)
-{
-    (void)arg;
-    char *out = NULL;
-    s_sh(&out, KUBECTL "get pod shell -o jsonpath='{.status.containerStatuses[*].state.running}'",
-         KARGS);
-    bool all = out && strstr(out, "startedAt") && strstr(strstr(out, "startedAt") + 1, "startedAt");
-    free(out);
-    return all;
-}
 
 static double s_kapi_sessions(void)
 {
@@ -94,52 +51,9 @@ static int setup(void **state)
 {
     (void)state;
     g = calloc(1, sizeof *g);
-    char suffix[9];
-    vmlet_random_hex(suffix, 4);
-    char node[64];
-    snprintf(node, sizeof node, "vmlet-streams-%s", suffix);
-    snprintf(g->ns, sizeof g->ns, "streams-%s", suffix);
-    g->kubectl = ts_bed_value("BED_KUBECTL");
-    g->kubeconfig = ts_bed_value("BED_KUBECONFIG");
-    assert_int_equal(ts_stack_start(&g->stack, node), 0);
-    ts_registry_options_t opts = {0};
-    assert_int_equal(ts_registry_start(&g->registry, &opts), 0);
-    snprintf(g->layout, sizeof g->layout, "%s/layout", g->stack.dir);
-    assert_int_equal(
-        ts_registry_push(&g->registry, g->layout, "busybox", "demo/busybox:1", NULL, NULL), 0);
-    snprintf(g->busybox, sizeof g->busybox, "%s/demo/busybox:1", g->registry.host);
-    // The kubelet API on a free port with the node's certificate, trusting
-    // the bed's CA (the API server's kubelet-client certificate).
-    char *ca = ts_bed_value("BED_CA"), *cert = ts_bed_value("BED_NODE_CERT"),
-         *key = ts_bed_value("BED_NODE_KEY");
-    int port = ts_free_port();
-    char listen[64], cert_flag[400], key_flag[400], ca_flag[400], node_flag[120], kport[64];
-    snprintf(listen, sizeof listen, "--listen=127.0.0.1:%d", port);
-    snprintf(cert_flag, sizeof cert_flag, "--tls-cert=%s", cert);
-    snprintf(key_flag, sizeof key_flag, "--tls-key=%s", key);
-    snprintf(ca_flag, sizeof ca_flag, "--client-ca=%s", ca);
-    snprintf(node_flag, sizeof node_flag, "--node-name=%s", node);
-    snprintf(kport, sizeof kport, "--kubelet-port=%d", port);
-    free(ca);
-    free(cert);
-    free(key);
     // A short idle limit, so the idle case does not wait the default 4 h.
-    const char *const kapi[] = {
-        listen, cert_flag, key_flag, ca_flag, node_flag, "--idle-timeout=" IDLE_S "s", NULL};
-    assert_int_equal(ts_stack_service(&g->stack, "kubelet-api", &g->kapi, kapi), 0);
-    char cache[400], insecure[300];
-    snprintf(cache, sizeof cache, "--cache-dir=%s/images", g->stack.dir);
-    snprintf(insecure, sizeof insecure, "--insecure-registries=%s", g->registry.host);
-    const char *const builder[] = {cache, insecure, NULL};
-    const char *const watcher[] = {"--retry-interval=1s", kport, NULL};
-    const char *const launcher[] = {"--boot-timeout=120s", NULL};
-    const char *const reporter[] = {"--resync-interval=2s", NULL};
-    assert_int_equal(ts_stack_service(&g->stack, "image-builder", &g->stack.builder, builder), 0);
-    assert_int_equal(ts_stack_service(&g->stack, "vm-launcher", &g->stack.launcher, launcher), 0);
-    assert_int_equal(ts_stack_service(&g->stack, "k8s-watcher", &g->stack.watcher, watcher), 0);
-    assert_int_equal(ts_stack_service(&g->stack, "status-reporter", &g->stack.reporter, reporter),
-                     0);
-    assert_int_equal(ts_kubectl_namespace(g->ns), 0);
+    const char *const kapi[] = {"--idle-timeout=" IDLE_S "s", NULL};
+    assert_int_equal(ts_node_start(g, "streams", kapi), 0);
     // app: a page for port-forward and a ticker for logs; reader: echoes
     // its stdin (attach); crashy: fails every 3 s (logs --previous).
     char manifest[4096];
@@ -156,26 +70,15 @@ static int setup(void **state)
              "  - name: crashy\n    image: %s\n"
              "    command: [/bin/sh, -c, 'echo run-$(cat /proc/sys/kernel/random/uuid); sleep 3; "
              "exit 1']\n",
-             g->ns, node, g->busybox, g->busybox, g->busybox);
-    assert_int_equal(ts_kubectl_apply(manifest), 0);
-    if (!ts_poll(s_running, NULL, WAIT_MS)) {
-        char *out = NULL;
-        s_sh(&out, KUBECTL "get pod shell -o yaml", KARGS);
-        fail_msg("pod shell did not run:\n%s", out);
-    }
+             g->ns, g->stack.node, g->busybox, g->busybox, g->busybox);
+    assert_int_equal(ts_node_run_pod(g, "shell", 2, WAIT_MS, manifest), 0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    ts_kubectl(NULL, "delete namespace %s --wait=false", g->ns);
-    ts_kubectl(NULL, "delete node %s --wait=false", g->stack.node);
-    ts_stack_service_stop(&g->kapi);
-    ts_stack_stop(&g->stack);
-    ts_registry_stop(&g->registry);
-    free(g->kubectl);
-    free(g->kubeconfig);
+    ts_node_stop(g);
     free(g);
     return 0;
 }
@@ -186,7 +89,7 @@ static bool s_has_ticks(void *arg)
 {
     int *want = arg;
     char *out = NULL;
-    s_sh(&out, KUBECTL "logs shell -c app", KARGS);
+    ts_sh(&out, KUBECTL "logs shell -c app", KARGS);
     int n = 0;
     for (const char *p = out; (p = strstr(p, "tick ")); p++)
         n++;
@@ -200,27 +103,27 @@ static void test_logs(void **state)
     int five = 5;
     assert_true(ts_poll(s_has_ticks, &five, 60000));
     char *out = NULL;
-    assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app", KARGS), 0);
+    assert_int_equal(ts_sh(&out, KUBECTL "logs shell -c app", KARGS), 0);
     assert_non_null(strstr(out, "hello-from-app\ntick 1\ntick 2\n"));
     free(out);
     // --tail: exactly the last line.
-    assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app --tail=1", KARGS), 0);
+    assert_int_equal(ts_sh(&out, KUBECTL "logs shell -c app --tail=1", KARGS), 0);
     assert_true(strncmp(out, "tick ", 5) == 0 && strchr(out, '\n') == out + strlen(out) - 1);
     free(out);
     // --since: only the last seconds (fewer lines than all), --timestamps: RFC 3339.
-    assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app --since=3s --timestamps", KARGS), 0);
+    assert_int_equal(ts_sh(&out, KUBECTL "logs shell -c app --since=3s --timestamps", KARGS), 0);
     assert_null(strstr(out, "hello-from-app"));
     assert_non_null(strstr(out, "Z tick "));
     free(out);
     // --limit-bytes: the log's first bytes.
-    assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app --limit-bytes=9", KARGS), 0);
+    assert_int_equal(ts_sh(&out, KUBECTL "logs shell -c app --limit-bytes=9", KARGS), 0);
     assert_string_equal(out, "hello-fro");
     free(out);
     // -f sees a line printed after it started.
-    assert_int_equal(s_sh(&out, KUBECTL "logs shell -c app --tail=1", KARGS), 0);
+    assert_int_equal(ts_sh(&out, KUBECTL "logs shell -c app --tail=1", KARGS), 0);
     int last = atoi(out + 5);
     free(out);
-    assert_int_equal(s_sh(&out, "timeout 8 " KUBECTL "logs -f shell -c app --tail=1; true", KARGS),
+    assert_int_equal(ts_sh(&out, "timeout 8 " KUBECTL "logs -f shell -c app --tail=1; true", KARGS),
                      0);
     char later[32];
     snprintf(later, sizeof later, "tick %d\n", last + 3);
@@ -229,17 +132,17 @@ static void test_logs(void **state)
     free(out);
     // --previous: the crashed run's line, not the current run's.
     for (int i = 0; i < 120; i++) {
-        s_sh(&out,
-             KUBECTL "get pod shell -o "
-                     "jsonpath='{.status.containerStatuses[?(@.name==\"crashy\")].restartCount}'",
-             KARGS);
+        ts_sh(&out,
+              KUBECTL "get pod shell -o "
+                      "jsonpath='{.status.containerStatuses[?(@.name==\"crashy\")].restartCount}'",
+              KARGS);
         int restarts = atoi(out);
         free(out);
         if (restarts >= 1)
             break;
         sleep(1);
     }
-    assert_int_equal(s_sh(&out, KUBECTL "logs shell -c crashy --previous", KARGS), 0);
+    assert_int_equal(ts_sh(&out, KUBECTL "logs shell -c crashy --previous", KARGS), 0);
     assert_true(strncmp(out, "run-", 4) == 0);
     free(out);
 }
@@ -250,21 +153,21 @@ static void test_exec(void **state)
 {
     (void)state;
     char *out = NULL;
-    assert_int_equal(s_sh(&out, KUBECTL "exec shell -c app -- cat /etc/hostname", KARGS), 0);
+    assert_int_equal(ts_sh(&out, KUBECTL "exec shell -c app -- cat /etc/hostname", KARGS), 0);
     assert_string_equal(out, "shell\n");
     free(out);
     // 1 MiB through stdin.
-    assert_int_equal(s_sh(&out,
-                          "head -c 1048576 /dev/urandom | " KUBECTL
-                          "exec -i shell -c app -- sh -c 'wc -c'",
-                          KARGS),
+    assert_int_equal(ts_sh(&out,
+                           "head -c 1048576 /dev/urandom | " KUBECTL
+                           "exec -i shell -c app -- sh -c 'wc -c'",
+                           KARGS),
                      0);
     assert_int_equal(atoi(out), 1048576);
     free(out);
     // The exit status comes back.
-    assert_int_equal(s_sh(NULL, KUBECTL "exec shell -c app -- sh -c 'exit 7'", KARGS), 7);
+    assert_int_equal(ts_sh(NULL, KUBECTL "exec shell -c app -- sh -c 'exit 7'", KARGS), 7);
     // An unknown container: kubectl says so.
-    assert_int_not_equal(s_sh(&out, KUBECTL "exec shell -c nosuch -- true", KARGS), 0);
+    assert_int_not_equal(ts_sh(&out, KUBECTL "exec shell -c nosuch -- true", KARGS), 0);
     assert_non_null(strstr(out, "nosuch"));
     free(out);
 }
@@ -274,50 +177,51 @@ static void test_exec(void **state)
 static void test_exec_tty_under_tmux(void **state)
 {
     (void)state;
-    if (s_sh(NULL, "command -v tmux") != 0) {
+    if (ts_sh(NULL, "command -v tmux") != 0) {
         print_message("SKIP: tmux is not installed\n");
         skip();
     }
     char session[32], *out = NULL;
     snprintf(session, sizeof session, "vmlet-%d", (int)getpid());
-    assert_int_equal(
-        s_sh(NULL, "tmux new-session -d -s %s -x 80 -y 24 '" KUBECTL "exec -it shell -c app -- sh'",
-             session, KARGS),
-        0);
+    assert_int_equal(ts_sh(NULL,
+                           "tmux new-session -d -s %s -x 80 -y 24 '" KUBECTL
+                           "exec -it shell -c app -- sh'",
+                           session, KARGS),
+                     0);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "tmux capture-pane -p -t %s", session);
     bool seen = false;
     for (int i = 0; i < 60 && !seen; i++) { // the prompt, then `stty size`
         sleep(1);
-        s_sh(NULL, "tmux send-keys -t %s 'stty size' Enter", session);
-        s_sh(&out, "%s", cmd);
+        ts_sh(NULL, "tmux send-keys -t %s 'stty size' Enter", session);
+        ts_sh(&out, "%s", cmd);
         seen = strstr(out, "24 80") != NULL;
         free(out);
     }
     assert_true(seen);
-    s_sh(NULL, "tmux resize-window -t %s -x 100 -y 30", session);
+    ts_sh(NULL, "tmux resize-window -t %s -x 100 -y 30", session);
     seen = false;
     for (int i = 0; i < 20 && !seen; i++) {
         sleep(1);
-        s_sh(NULL, "tmux send-keys -t %s 'clear; stty size' Enter", session);
-        s_sh(&out, "%s", cmd);
+        ts_sh(NULL, "tmux send-keys -t %s 'clear; stty size' Enter", session);
+        ts_sh(&out, "%s", cmd);
         seen = strstr(out, "30 100") != NULL;
         free(out);
     }
     assert_true(seen);
     // Ctrl-C interrupts a long sleep: the shell answers again at once.
-    s_sh(NULL, "tmux send-keys -t %s 'clear; sleep 100' Enter", session);
+    ts_sh(NULL, "tmux send-keys -t %s 'clear; sleep 100' Enter", session);
     sleep(2);
-    s_sh(NULL, "tmux send-keys -t %s C-c", session);
-    s_sh(NULL, "tmux send-keys -t %s 'echo after-$((6*7))' Enter", session);
+    ts_sh(NULL, "tmux send-keys -t %s C-c", session);
+    ts_sh(NULL, "tmux send-keys -t %s 'echo after-$((6*7))' Enter", session);
     seen = false;
     for (int i = 0; i < 20 && !seen; i++) {
         sleep(1);
-        s_sh(&out, "%s", cmd);
+        ts_sh(&out, "%s", cmd);
         seen = strstr(out, "after-42") != NULL;
         free(out);
     }
-    s_sh(NULL, "tmux kill-session -t %s", session);
+    ts_sh(NULL, "tmux kill-session -t %s", session);
     assert_true(seen);
 }
 
@@ -358,7 +262,7 @@ static void test_exec_over_websocket(void **state)
     fclose(f);
     free(script);
     char *out = NULL;
-    int rc = s_sh(&out, "/usr/bin/python3 %s", path); // Debian's, with python3-websocket
+    int rc = ts_sh(&out, "/usr/bin/python3 %s", path); // Debian's, with python3-websocket
     if (rc != 0 || !strstr(out, "v4.channel.k8s.io ws-ok NonZeroExitCode 3"))
         fail_msg("websocket exec (rc %d): %s", rc, out);
     free(out);
@@ -380,10 +284,10 @@ static void test_port_forward(void **state)
     free(line);
     char *out = NULL;
     // 50 connections at once, each its own session into the pod.
-    int rc = s_sh(&out,
-                  "seq 50 | xargs -P 50 -I{} curl -s --max-time 60 http://127.0.0.1:%d/ | "
-                  "grep -c body-ok",
-                  port);
+    int rc = ts_sh(&out,
+                   "seq 50 | xargs -P 50 -I{} curl -s --max-time 60 http://127.0.0.1:%d/ | "
+                   "grep -c body-ok",
+                   port);
     ts_kill(pid, SIGTERM);
     ts_wait_exit(pid, 5000, NULL);
     assert_int_equal(rc, 0);
@@ -395,10 +299,10 @@ static void test_attach(void **state)
 {
     (void)state;
     char *out = NULL;
-    s_sh(&out,
-         "(printf 'hello-attach\\n'; sleep 5) | timeout 20 " KUBECTL
-         "attach -i shell -c reader; true",
-         KARGS);
+    ts_sh(&out,
+          "(printf 'hello-attach\\n'; sleep 5) | timeout 20 " KUBECTL
+          "attach -i shell -c reader; true",
+          KARGS);
     if (!strstr(out, "got: hello-attach"))
         fail_msg("attach: %s", out);
     free(out);
@@ -442,7 +346,7 @@ static void test_killed_client_leaves_nothing(void **state)
                  s_kapi_sessions(), s_launcher_sessions("exec"));
     // And the process itself is gone from the guest.
     char *out = NULL;
-    s_sh(&out, KUBECTL "exec shell -c app -- sh -c 'ps | grep -c \"[s]leep 1000\"'", KARGS);
+    ts_sh(&out, KUBECTL "exec shell -c app -- sh -c 'ps | grep -c \"[s]leep 1000\"'", KARGS);
     assert_int_equal(atoi(out), 0);
     free(out);
 }

@@ -1,0 +1,39 @@
+// A whole vmlet node for tests and benchmarks that go through kubectl: the
+// stack (Redis, broker, image-builder, vm-launcher, k8s-watcher,
+// status-reporter), the kubelet API on a free port with the bed's node
+// certificate (the bed's API server dials it with its kubelet-client
+// certificate), a registry holding busybox, and a namespace of its own.
+// Test code only.
+#ifndef VMLET_TS_NODE_H
+#define VMLET_TS_NODE_H
+
+#include "stack.h"
+#include "ts_registry.h"
+
+typedef struct {
+    ts_stack_t stack;
+    ts_registry_t registry;
+    ts_service_t kapi;
+    char ns[64];
+    char busybox[200]; // the image reference to use in pods
+    char layout[300];
+    char *kubectl, *kubeconfig; // the bed's, for commands of the test's own
+} ts_node_t;
+
+// Starts it all; node and namespace are named prefix-<random>. kapi_extra:
+// more flags for the kubelet API (NULL-terminated, may be NULL). 0 or -1.
+int ts_node_start(ts_node_t *n, const char *prefix, const char *const kapi_extra[]);
+// Deletes the namespace and the Node, stops everything (VMs included).
+void ts_node_stop(ts_node_t *n);
+
+// Applies a manifest (printf-style; "%s" for the namespace is up to the
+// caller) and waits up to timeout_ms until the pod's containers all run.
+// Returns 0, or -1 after printing the pod.
+int ts_node_run_pod(ts_node_t *n, const char *name, int containers, int timeout_ms,
+                    const char *manifest);
+
+// A shell command's output (stdout and stderr, malloc'd into *out unless
+// out is NULL) and exit code.
+int ts_sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

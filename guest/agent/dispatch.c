@@ -2,6 +2,7 @@
 // messages (Hello, Pong, AgentError). Policy stays on the host: the agent
 // does what it is told and reports what happens.
 #include "agent.h"
+#include "stats.h"
 #include "util.h"
 
 #include "vmlet/xalloc.h"
@@ -78,6 +79,31 @@ static void s_pong(agent_t *a, const Vmlet__Ping *ping)
     msg.body_case = VMLET__GUEST_MESSAGE__BODY_PONG;
     msg.pong = &pong;
     link_send(a, &msg, false);
+}
+
+// Answered at once, unreliable: a sample lost with a connection is
+// replaced by the next one the host asks for.
+static void s_stats(agent_t *a, const Vmlet__StatsRequest *req)
+{
+    stats_container_t *cs = vmlet_xcalloc(a->n_containers + 1, sizeof *cs);
+    size_t n = 0;
+    for (size_t i = 0; i < a->n_containers; i++) {
+        const container_t *c = &a->containers[i];
+        if (c->pid > 0 && !c->exited)
+            cs[n++] = (stats_container_t){c->name, c->instance, c->pid};
+    }
+    Vmlet__StatsReply r = VMLET__STATS_REPLY__INIT;
+    r.has_nonce = req->has_nonce;
+    r.nonce = req->nonce;
+    stats_sample(&r, cs, n, a->scratch_mounted ? SCRATCH_DIR : NULL);
+    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
+    msg.body_case = VMLET__GUEST_MESSAGE__BODY_STATS;
+    msg.stats = &r;
+    link_send(a, &msg, false);
+    alog_debug("stats sample: %llu us of CPU, %zu containers",
+               (unsigned long long)r.sample_cpu_ns / 1000, n);
+    stats_reply_clear(&r);
+    free(cs);
 }
 
 static void s_setup(agent_t *a, const Vmlet__PodSetup *setup)
@@ -170,6 +196,9 @@ void dispatch_message(agent_t *a, const Vmlet__GuestMessage *msg)
         break;
     case VMLET__GUEST_MESSAGE__BODY_WRITE_FILES:
         s_write_files(a, msg->write_files);
+        break;
+    case VMLET__GUEST_MESSAGE__BODY_STATS_REQUEST:
+        s_stats(a, msg->stats_request);
         break;
     default:
         send_error(a, "protocol", NULL, "message %d is not one the host sends", msg->body_case);

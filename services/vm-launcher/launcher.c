@@ -39,6 +39,8 @@ const vmlet_cfg_option_t launcher_options[] = {
      "pods (VMs) this launcher takes at most"},
     {"announce-interval", VMLET_CFG_DURATION, "5s", 100, 600000, NULL,
      OPT(announce_interval_ms), "how often the capacity is announced (valid for 3 intervals)"},
+    {"stats-interval", VMLET_CFG_DURATION, "10s", 500, 600000, NULL, OPT(stats_interval_ms),
+     "how often each VM's resource figures are sampled for kubectl top (valid for 3 intervals)"},
     {"kubeconfig", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(kubeconfig),
      "kubeconfig to read Secrets and ConfigMaps pods use; empty: the in-cluster service account"},
     {"host-ip", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(host_ip),

@@ -14,6 +14,7 @@ typedef struct {
     char *reserve_memory;
     long max_pods;
     int64_t announce_interval_ms;
+    int64_t stats_interval_ms;
     char *kubeconfig;
     char *host_ip;
     char *state_dir;

@@ -32,6 +32,7 @@
 typedef struct pod_vm pod_vm_t;
 typedef struct exec_session exec_session_t;
 typedef struct session_server session_server_t;
+typedef struct pod_stats pod_stats_t;
 
 typedef struct {
     vmlet_service_t *service;
@@ -136,6 +137,7 @@ struct pod_vm {
     // when a retryable problem is looked at again (images, secrets...)
     int64_t next_retry_ms;
     zlistx_t *execs; // exec_session_t
+    pod_stats_t *stats; // sampling for kubectl top (pod_stats.c), or NULL
 };
 
 // pod_vm.c
@@ -216,6 +218,16 @@ void pod_exec_on_close(pod_vm_t *self, const Vmlet__StreamClose *m);
 void pod_exec_on_exited(pod_vm_t *self, const Vmlet__ExecExited *m);
 // Ends sessions past their deadline, or all of them (the agent went away).
 void pod_exec_tick(pod_vm_t *self, bool abort_all, const char *why);
+
+// pod_stats.c: the VM's resource figures in vmlet:stats:<uid>
+// Asks the agent for a sample when one is due (the pod's VM runs).
+void pod_stats_tick(pod_vm_t *self);
+// The agent's StatsReply: written to Redis as a PodStats.
+void pod_stats_on_reply(pod_vm_t *self, const Vmlet__StatsReply *r);
+// The VM stopped: its sample goes from Redis.
+void pod_stats_forget(pod_vm_t *self);
+// Frees the sampling state only (the launcher stops; VMs may run on).
+void pod_stats_free(pod_vm_t *self);
 
 // scratch_disk.c
 // Makes path a sparse ext4 file of `bytes` (idempotent: an existing one is kept).

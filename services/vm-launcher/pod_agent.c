@@ -283,6 +283,9 @@ static void s_handle(pod_vm_t *self, const Vmlet__GuestMessage *msg)
     case VMLET__GUEST_MESSAGE__BODY_ERROR:
         s_on_error(self, msg->error);
         break;
+    case VMLET__GUEST_MESSAGE__BODY_STATS:
+        pod_stats_on_reply(self, msg->stats);
+        break;
     default:
         break; // Pong and the like: being heard is enough
     }

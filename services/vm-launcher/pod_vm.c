@@ -107,6 +107,7 @@ void pod_vm_destroy(pod_vm_t **self_p)
         return;
     pod_exec_tick(self, true, "the launcher is stopping");
     session_on_pod_gone(self, "the launcher is stopping");
+    pod_stats_free(self); // its key expires, unless a restarted launcher adopts the VM
     pod_vm_unpoll(self);
     vmm_release(&self->vm); // the VM, if any, runs on: a restarted launcher adopts it
     s_free_containers(self);
@@ -359,6 +360,7 @@ static void s_release_vm(pod_vm_t *self)
 {
     pod_exec_tick(self, true, "the pod's VM stopped");
     session_on_pod_gone(self, "the pod's VM stopped");
+    pod_stats_forget(self);
     pod_vm_unpoll(self);
     if (self->vm) {
         vmm_remove_files(self->vm, NULL);
@@ -709,6 +711,7 @@ void pod_vm_tick(pod_vm_t *self)
                 s_kill_overdue(self);
                 pod_vm_start_due(self);
             }
+            pod_stats_tick(self);
         }
         break;
     case PV_STOPPING:

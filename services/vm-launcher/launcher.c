@@ -549,6 +549,12 @@ static void s_metrics(launcher_t *self)
                                           "Running VMs found again after a restart.", NULL);
     self->refused = vmlet_metrics_counter(m, "vmlet_launcher_pods_refused_total",
                                           "Pods refused for lack of capacity.", NULL);
+    self->stats_samples = vmlet_metrics_counter(m, "vmlet_launcher_stats_samples_total",
+                                                "Resource samples taken from guests.", NULL);
+    self->stats_guest_cpu = vmlet_metrics_counter(
+        m, "vmlet_launcher_stats_guest_cpu_seconds_total",
+        "Guest CPU time the agents spent taking those samples (what kubectl top costs a pod).",
+        NULL);
     static const double bounds[] = {0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60};
     self->boot_seconds = vmlet_metrics_histogram(m, "vmlet_launcher_boot_seconds",
                                                  "From VMM start to the guest agent's hello.",

@@ -67,6 +67,8 @@ typedef struct {
     vmlet_metric_t *adopted;
     vmlet_metric_t *refused;
     vmlet_metric_t *boot_seconds;
+    vmlet_metric_t *stats_samples;
+    vmlet_metric_t *stats_guest_cpu;
 } launcher_t;
 
 // --- one pod's VM ------------------------------------------------------------------

@@ -127,6 +127,8 @@ void pod_stats_on_reply(pod_vm_t *self, const Vmlet__StatsReply *r)
     if (!reply)
         vmlet_log_warn(l->log, VMLET_KV({"pod", self->desc}), "stats: %s", err.msg);
     freeReplyObject(reply);
+    vmlet_counter_inc(l->stats_samples);
+    vmlet_counter_add(l->stats_guest_cpu, (double)r->sample_cpu_ns / 1e9);
     free(bytes);
     free(ctrs);
     free(logs);

@@ -246,19 +246,25 @@ static void s_containers(Vmlet__StatsReply *r, const stats_container_t *cs, size
     while (proc && (e = readdir(proc))) {
         if (e->d_name[0] < '1' || e->d_name[0] > '9')
             continue;
-        int pfd = openat(dirfd(proc), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        // One fstatat per process, the directory opened only for a match:
+        // most of a guest's processes are kernel threads of no container.
+        char nspath[sizeof e->d_name + 8];
         struct stat st;
-        if (pfd < 0)
+        snprintf(nspath, sizeof nspath, "%s/ns/pid", e->d_name);
+        if (fstatat(dirfd(proc), nspath, &st, 0) < 0)
             continue; // gone meanwhile
-        size_t k = n;
-        if (fstatat(pfd, "ns/pid", &st, 0) == 0)
-            for (k = 0; k < n && !(ns[k] && ns[k] == st.st_ino); k++)
-                ;
+        size_t k;
+        for (k = 0; k < n && !(ns[k] && ns[k] == st.st_ino); k++)
+            ;
+        if (k == n)
+            continue;
+        int pfd = openat(dirfd(proc), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd < 0)
+            continue;
         char buf[1024];
         stats_proc_t pt;
         uint64_t res, shr;
-        if (k < n && s_read_at(pfd, "stat", buf, sizeof buf) > 0 &&
-            stats_parse_pid_stat(buf, &pt) == 0) {
+        if (s_read_at(pfd, "stat", buf, sizeof buf) > 0 && stats_parse_pid_stat(buf, &pt) == 0) {
             out[k]->cpu_ns += pt.ticks * STATS_NS_PER_TICK;
             out[k]->processes++;
             if (s_read_at(pfd, "statm", buf, sizeof buf) > 0 &&

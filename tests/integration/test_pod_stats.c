@@ -81,7 +81,7 @@ static int setup(void **state)
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", g->node.stack.redis.port);
     vmlet_err_t err = {0};
-    g->store = vmlet_store_new(url, NULL, NULL, NULL, &err);
+    g->store = vmlet_store_new(url, g->node.stack.redis.password, NULL, NULL, &err);
     assert_non_null(g->store);
     // app: a sink for traffic on 9000, then 64 MiB held in a shell variable
     // once /tmp/go exists.

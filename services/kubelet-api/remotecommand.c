@@ -5,6 +5,7 @@
 
 #include "vmlet/timeutil.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +27,41 @@ void remotecommand_resize_bytes(remotecommand_t *rc, const uint8_t *data, size_t
             Vmlet__SessionFrame f = VMLET__SESSION_FRAME__INIT;
             f.body_case = VMLET__SESSION_FRAME__BODY_RESIZE;
             f.resize = &r;
-            session_send(rc->session, &f);
+            session_outbox_frame(&rc->outbox, &f);
         }
         memmove(rc->resize_buf, rc->resize_buf + object, rc->resize_len - object);
         rc->resize_len -= object;
     }
+}
+
+void remotecommand_stdin(remotecommand_t *rc, const void *data, size_t len)
+{
+    if (len == 0 || rc->input_closed)
+        return;
+    rc->last_traffic_ms = vmlet_now_ms();
+    session_outbox_data(&rc->outbox, VMLET__SESSION_CHANNEL__SESSION_STDIN, data, len);
+}
+
+void remotecommand_close_input(remotecommand_t *rc)
+{
+    if (rc->input_closed)
+        return;
+    rc->input_closed = true;
+    Vmlet__SessionCloseInput ci = VMLET__SESSION_CLOSE_INPUT__INIT;
+    Vmlet__SessionFrame f = VMLET__SESSION_FRAME__INIT;
+    f.body_case = VMLET__SESSION_FRAME__BODY_CLOSE_INPUT;
+    f.close_input = &ci;
+    session_outbox_frame(&rc->outbox, &f);
+}
+
+bool remotecommand_may_read_client(const remotecommand_t *rc)
+{
+    return rc->outbox.len < SESSION_OUTBOX_MAX;
+}
+
+short remotecommand_session_events(const remotecommand_t *rc)
+{
+    return (short)(POLLIN | (rc->outbox.len ? POLLOUT : 0));
 }
 
 int remotecommand_idle_left(const remotecommand_t *rc)

@@ -5,6 +5,7 @@
 #define VMLET_KAPI_REMOTECOMMAND_H
 
 #include "kapi_internal.h"
+#include "session_client.h"
 #include "ws_handshake.h"
 
 #include <stdbool.h>
@@ -13,8 +14,9 @@
 
 typedef struct {
     conn_t *c;
-    int session; // the launcher's end
-    int version; // remotecommand protocol: 1 (channel.k8s.io) .. 5
+    int session;             // the launcher's end
+    session_outbox_t outbox; // frames to it, written as its socket takes them
+    int version;             // remotecommand protocol: 1 (channel.k8s.io) .. 5
     const char *protocol_name;
     bool stdin_, stdout_, stderr_, tty;
     char command_text[512]; // for the Failure's message, as the kubelet words it
@@ -39,6 +41,14 @@ void remotecommand_ws(remotecommand_t *rc, const vmlet_ws_proto_t *proto);
 // Protocol chatter (pings, window updates) does not count, as for the
 // kubelet's streaming idle timeout.
 int remotecommand_idle_left(const remotecommand_t *rc);
+
+// stdin for the process, and its end (both queued in order in the outbox).
+void remotecommand_stdin(remotecommand_t *rc, const void *data, size_t len);
+void remotecommand_close_input(remotecommand_t *rc);
+// Whether to read more from the client now (the outbox has room).
+bool remotecommand_may_read_client(const remotecommand_t *rc);
+// The session's poll events: readable always, writable while frames wait.
+short remotecommand_session_events(const remotecommand_t *rc);
 
 // Resize bytes from the client: complete {"Width":..,"Height":..} objects
 // go to the launcher as SessionResize.

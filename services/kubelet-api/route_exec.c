@@ -168,6 +168,7 @@ void route_exec(conn_t *c, char *const parts[], size_t n_parts, bool attach)
     else
         s_upgrade_ws(&rc);
     close(rc.session); // the launcher ends the process if it still runs
+    session_outbox_free(&rc.outbox);
     kapi_count(sh, &sh->stats.sessions_active, -1);
 out:
     vmlet_store_destroy(&store);

@@ -23,7 +23,8 @@ typedef struct {
     char request_id[64];
     int port;
     uint32_t error, data;
-    int session; // -1 until both streams are there
+    int session;             // -1 until both streams are there
+    session_outbox_t outbox; // bytes for the pod, written as the launcher takes them
     bool input_closed, done;
 } pair_t;
 
@@ -129,7 +130,7 @@ static void s_close_input(pair_t *p)
     Vmlet__SessionFrame fr = VMLET__SESSION_FRAME__INIT;
     fr.body_case = VMLET__SESSION_FRAME__BODY_CLOSE_INPUT;
     fr.close_input = &ci;
-    session_send(p->session, &fr);
+    session_outbox_frame(&p->outbox, &fr);
 }
 
 static void s_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t len, bool fin)
@@ -138,9 +139,8 @@ static void s_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t len, b
     pair_t *p = s_by_stream(f, id);
     if (len)
         f->last_traffic_ms = vmlet_now_ms();
-    if (p && id == p->data && p->session >= 0 && len &&
-        session_send_data(p->session, VMLET__SESSION_CHANNEL__SESSION_STDIN, data, len) < 0)
-        p->done = true;
+    if (p && id == p->data && p->session >= 0 && len)
+        session_outbox_data(&p->outbox, VMLET__SESSION_CHANNEL__SESSION_STDIN, data, len);
     if (p && id == p->data && fin)
         s_close_input(p);
     if (len)
@@ -179,10 +179,15 @@ static void s_pump(forward_t *f, pair_t *p)
 {
     Vmlet__SessionFrame *fr = session_recv(p->session);
     if (!fr || fr->body_case == VMLET__SESSION_FRAME__BODY_END) {
-        if (fr && fr->end->error)
+        if (fr && fr->end->error) {
             s_fail(f, p, fr->end->error);
-        else
-            vmlet_spdy_send(f->spdy, p->data, NULL, 0, true, NULL); // the pod closed: FIN
+        } else {
+            // The pod closed: both streams end, as the kubelet closes them;
+            // kubectl reads the error stream to its end before it closes
+            // the local connection (a response without a length needs that).
+            vmlet_spdy_send(f->spdy, p->data, NULL, 0, true, NULL);
+            vmlet_spdy_send(f->spdy, p->error, NULL, 0, true, NULL);
+        }
         p->done = true;
     } else if (fr->body_case == VMLET__SESSION_FRAME__BODY_DATA && fr->data->has_data) {
         f->last_traffic_ms = vmlet_now_ms();
@@ -214,6 +219,7 @@ static void s_reap(forward_t *f)
             close(p->session);
             kapi_count(f->c->shared, &f->c->shared->stats.sessions_active, -1);
         }
+        session_outbox_free(&p->outbox);
         f->pairs[i] = f->pairs[--f->n_pairs];
     }
 }
@@ -224,18 +230,25 @@ static void s_serve(forward_t *f)
     f->last_traffic_ms = vmlet_now_ms();
     bool ok = s_flush(f);
     while (ok && !f->client_gone) {
-        struct pollfd p[MAX_PAIRS + 1] = {{.fd = f->c->fd, .events = POLLIN}};
+        // The client is read only while every pair's launcher keeps up.
+        bool read_client = true;
         for (size_t i = 0; i < f->n_pairs; i++)
-            p[i + 1] = (struct pollfd){.fd = f->pairs[i].session, .events = POLLIN};
+            read_client = read_client && f->pairs[i].outbox.len < SESSION_OUTBOX_MAX;
+        struct pollfd p[MAX_PAIRS + 1] = {{.fd = read_client ? f->c->fd : -1, .events = POLLIN}};
+        for (size_t i = 0; i < f->n_pairs; i++)
+            p[i + 1] =
+                (struct pollfd){.fd = f->pairs[i].session,
+                                .events = (short)(POLLIN | (f->pairs[i].outbox.len ? POLLOUT : 0))};
         int64_t left = idle_ms - (vmlet_now_ms() - f->last_traffic_ms);
         if (left <= 0)
             break; // idle past the limit, as the kubelet's streaming idle timeout
-        int r = SSL_pending(f->c->ssl) > 0
+        int r = read_client && SSL_pending(f->c->ssl) > 0
                     ? 1
                     : poll(p, f->n_pairs + 1, left < 3600000 ? (int)left : 3600000);
         if (r == 0)
             continue; // the loop's head decides whether that was the limit
-        if (SSL_pending(f->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (read_client &&
+            (SSL_pending(f->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR)))) {
             uint8_t buf[16384];
             int n = SSL_read(f->c->ssl, buf, sizeof buf);
             for (size_t off = 0; ok && n > 0 && off < (size_t)n;) {
@@ -250,6 +263,10 @@ static void s_serve(forward_t *f)
             if (p[i + 1].fd >= 0 && (p[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) &&
                 f->pairs[i].session == p[i + 1].fd)
                 s_pump(f, &f->pairs[i]);
+        for (size_t i = 0; ok && i < f->n_pairs; i++)
+            if (f->pairs[i].session >= 0 &&
+                session_outbox_flush(f->pairs[i].session, &f->pairs[i].outbox) < 0)
+                f->pairs[i].done = true;
         ok = ok && s_flush(f);
         s_reap(f);
     }

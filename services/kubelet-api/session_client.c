@@ -56,7 +56,21 @@ int session_send(int fd, const Vmlet__SessionFrame *frame)
     return rc;
 }
 
-int session_send_data(int fd, Vmlet__SessionChannel channel, const void *data, size_t len)
+void session_outbox_frame(session_outbox_t *o, const Vmlet__SessionFrame *frame)
+{
+    size_t len = vmlet__session_frame__get_packed_size(frame);
+    if (o->len + len + 4 > o->cap) {
+        o->cap = (o->len + len + 4) * 2;
+        o->buf = vmlet_xrealloc(o->buf, o->cap);
+    }
+    uint32_t be = htonl((uint32_t)len);
+    memcpy(o->buf + o->len, &be, 4);
+    vmlet__session_frame__pack(frame, o->buf + o->len + 4);
+    o->len += len + 4;
+}
+
+void session_outbox_data(session_outbox_t *o, Vmlet__SessionChannel channel, const void *data,
+                         size_t len)
 {
     Vmlet__SessionData d = VMLET__SESSION_DATA__INIT;
     d.has_channel = 1, d.channel = channel;
@@ -64,7 +78,31 @@ int session_send_data(int fd, Vmlet__SessionChannel channel, const void *data, s
     Vmlet__SessionFrame f = VMLET__SESSION_FRAME__INIT;
     f.body_case = VMLET__SESSION_FRAME__BODY_DATA;
     f.data = &d;
-    return session_send(fd, &f);
+    session_outbox_frame(o, &f);
+}
+
+int session_outbox_flush(int fd, session_outbox_t *o)
+{
+    size_t off = 0;
+    while (off < o->len) {
+        ssize_t n = send(fd, o->buf + off, o->len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0)
+            return -1;
+        off += (size_t)n;
+    }
+    memmove(o->buf, o->buf + off, o->len - off);
+    o->len -= off;
+    return 0;
+}
+
+void session_outbox_free(session_outbox_t *o)
+{
+    free(o->buf);
+    *o = (session_outbox_t){0};
 }
 
 Vmlet__SessionFrame *session_recv(int fd)

@@ -20,7 +20,26 @@ int session_connect(vmlet_store_t *store, Vmlet__SessionOpen *open, int *http_st
 
 // Sends one frame; 0 or -1 (the launcher is gone).
 int session_send(int fd, const Vmlet__SessionFrame *frame);
-int session_send_data(int fd, Vmlet__SessionChannel channel, const void *data, size_t len);
+
+// Frames to the launcher wait here and go out only as its socket takes
+// them: a thread that blocked writing stdin to a launcher that waits for
+// the thread to read the process's output (a `cat` of 100 MiB) would
+// deadlock both. Callers read from the client only while the outbox is
+// below SESSION_OUTBOX_MAX, which carries the back-pressure on.
+#define SESSION_OUTBOX_MAX (256u << 10)
+
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+} session_outbox_t;
+
+void session_outbox_frame(session_outbox_t *o, const Vmlet__SessionFrame *frame);
+void session_outbox_data(session_outbox_t *o, Vmlet__SessionChannel channel, const void *data,
+                         size_t len);
+// Writes what the socket takes now without waiting; 0, or -1 when the
+// launcher is gone.
+int session_outbox_flush(int fd, session_outbox_t *o);
+void session_outbox_free(session_outbox_t *o);
 
 // Reads one frame (free with vmlet__session_frame__free_unpacked); NULL
 // when the launcher closed the connection or sent garbage.

@@ -52,29 +52,13 @@ static void s_on_stream(void *ctx, uint32_t id, const vmlet_spdy_header_t *h, si
     vmlet_spdy_reply(x->spdy, id, NULL, 0, false, NULL);
 }
 
-static void s_close_input(rc_spdy_t *x)
-{
-    if (x->rc->input_closed)
-        return;
-    x->rc->input_closed = true;
-    Vmlet__SessionCloseInput ci = VMLET__SESSION_CLOSE_INPUT__INIT;
-    Vmlet__SessionFrame f = VMLET__SESSION_FRAME__INIT;
-    f.body_case = VMLET__SESSION_FRAME__BODY_CLOSE_INPUT;
-    f.close_input = &ci;
-    session_send(x->rc->session, &f);
-}
-
 static void s_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t len, bool fin)
 {
     rc_spdy_t *x = ctx;
     if (id && id == x->stdin_) {
-        if (len)
-            x->rc->last_traffic_ms = vmlet_now_ms();
-        if (len &&
-            session_send_data(x->rc->session, VMLET__SESSION_CHANNEL__SESSION_STDIN, data, len) < 0)
-            x->rc->ended = true;
+        remotecommand_stdin(x->rc, data, len);
         if (fin)
-            s_close_input(x);
+            remotecommand_close_input(x->rc);
     } else if (id && id == x->resize) {
         remotecommand_resize_bytes(x->rc, data, len);
     }
@@ -87,7 +71,7 @@ static void s_on_reset(void *ctx, uint32_t id, uint32_t status)
     (void)status;
     rc_spdy_t *x = ctx;
     if (id == x->stdin_)
-        s_close_input(x);
+        remotecommand_close_input(x->rc);
     else
         x->rc->client_gone = true;
 }
@@ -180,10 +164,15 @@ void remotecommand_spdy(remotecommand_t *rc)
             snprintf(rc->error, sizeof rc->error, "timed out waiting for client to create streams");
             break;
         }
-        struct pollfd p[2] = {{.fd = rc->c->fd, .events = POLLIN},
-                              {.fd = ready ? rc->session : -1, .events = POLLIN}};
+        // The client is read only while the launcher takes what it sends.
+        bool read_client = remotecommand_may_read_client(rc);
+        struct pollfd p[2] = {
+            {.fd = read_client ? rc->c->fd : -1, .events = POLLIN},
+            {.fd = ready ? rc->session : -1, .events = remotecommand_session_events(rc)}};
         int left = remotecommand_idle_left(rc);
-        int r = SSL_pending(rc->c->ssl) > 0 ? 1 : left == 0 ? 0 : poll(p, 2, ready ? left : 1000);
+        int r = read_client && SSL_pending(rc->c->ssl) > 0 ? 1
+                : left == 0                                ? 0
+                                                           : poll(p, 2, ready ? left : 1000);
         if (r == 0 && ready && remotecommand_idle_left(rc) == 0) {
             // As the kubelet: the connection just closes, with no status
             // (the process did not end; the launcher ends it now).
@@ -192,10 +181,13 @@ void remotecommand_spdy(remotecommand_t *rc)
             ok = false;
             break;
         }
-        if (SSL_pending(rc->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+        if (read_client &&
+            (SSL_pending(rc->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR))))
             ok = s_read_client(&x);
         if (ok && ready && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
             remotecommand_pump_session(rc, s_out, &x);
+        if (ok && ready && session_outbox_flush(rc->session, &rc->outbox) < 0)
+            rc->ended = true;
     }
     if (ok && !rc->client_gone)
         s_finish(&x);

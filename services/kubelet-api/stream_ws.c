@@ -20,25 +20,11 @@ typedef struct {
     vmlet_ws_conn_t *ws;
 } rc_ws_t;
 
-static void s_close_input(remotecommand_t *rc)
-{
-    if (rc->input_closed)
-        return;
-    rc->input_closed = true;
-    Vmlet__SessionCloseInput ci = VMLET__SESSION_CLOSE_INPUT__INIT;
-    Vmlet__SessionFrame f = VMLET__SESSION_FRAME__INIT;
-    f.body_case = VMLET__SESSION_FRAME__BODY_CLOSE_INPUT;
-    f.close_input = &ci;
-    session_send(rc->session, &f);
-}
-
 static int s_on_data(void *arg, uint8_t ch, const uint8_t *bytes, size_t len)
 {
     rc_ws_t *x = arg;
-    if (ch == VMLET_WS_STDIN && len)
-        x->rc->last_traffic_ms = vmlet_now_ms();
-    if (ch == VMLET_WS_STDIN && x->rc->stdin_ && !x->rc->input_closed)
-        return session_send_data(x->rc->session, VMLET__SESSION_CHANNEL__SESSION_STDIN, bytes, len);
+    if (ch == VMLET_WS_STDIN && x->rc->stdin_)
+        remotecommand_stdin(x->rc, bytes, len);
     return 0; // nothing else is read from a client
 }
 
@@ -54,7 +40,7 @@ static void s_on_stream_closed(void *arg, uint8_t ch)
 {
     rc_ws_t *x = arg;
     if (ch == VMLET_WS_STDIN)
-        s_close_input(x->rc);
+        remotecommand_close_input(x->rc);
 }
 
 static void s_on_closed(void *arg, int code, const char *reason)
@@ -105,10 +91,11 @@ void remotecommand_ws(remotecommand_t *rc, const vmlet_ws_proto_t *proto)
     rc->last_traffic_ms = vmlet_now_ms();
     bool ok = s_flush(&x);
     while (ok && !rc->ended && !rc->client_gone) {
-        struct pollfd p[2] = {{.fd = rc->c->fd, .events = POLLIN},
-                              {.fd = rc->session, .events = POLLIN}};
+        bool read_client = remotecommand_may_read_client(rc);
+        struct pollfd p[2] = {{.fd = read_client ? rc->c->fd : -1, .events = POLLIN},
+                              {.fd = rc->session, .events = remotecommand_session_events(rc)}};
         int left = remotecommand_idle_left(rc);
-        int r = SSL_pending(rc->c->ssl) > 0 ? 1 : left == 0 ? 0 : poll(p, 2, left);
+        int r = read_client && SSL_pending(rc->c->ssl) > 0 ? 1 : left == 0 ? 0 : poll(p, 2, left);
         if (r == 0 && remotecommand_idle_left(rc) == 0) {
             // As the kubelet: closed without a status (the launcher ends
             // the process).
@@ -117,10 +104,13 @@ void remotecommand_ws(remotecommand_t *rc, const vmlet_ws_proto_t *proto)
             ok = false;
             break;
         }
-        if (SSL_pending(rc->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+        if (read_client &&
+            (SSL_pending(rc->c->ssl) > 0 || (p[0].revents & (POLLIN | POLLHUP | POLLERR))))
             ok = s_read_client(&x) && vmlet_ws_conn_state(x.ws) == VMLET_WS_OPEN;
         if (ok && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
             remotecommand_pump_session(rc, s_out, &x);
+        if (ok && session_outbox_flush(rc->session, &rc->outbox) < 0)
+            rc->ended = true;
     }
     if (ok && !rc->client_gone) {
         size_t len = 0;

@@ -62,7 +62,9 @@ static int setup(void **state)
              "spec:\n  nodeName: %s\n  terminationGracePeriodSeconds: 1\n"
              "  containers:\n"
              "  - name: app\n    image: %s\n    command:\n    - /bin/sh\n    - -c\n    - |\n"
-             "      mkdir -p /www && echo body-ok > /www/index.html && httpd -p 8080 -h /www\n"
+             "      mkdir -p /www/cgi-bin && echo body-ok > /www/index.html\n"
+             "      printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho cgi-ok\\n' "
+             ">/www/cgi-bin/hello && chmod +x /www/cgi-bin/hello && httpd -p 8080 -h /www\n"
              "      echo hello-from-app\n"
              "      i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done\n"
              "  - name: reader\n    image: %s\n    stdin: true\n"
@@ -288,11 +290,18 @@ static void test_port_forward(void **state)
                    "seq 50 | xargs -P 50 -I{} curl -s --max-time 60 http://127.0.0.1:%d/ | "
                    "grep -c body-ok",
                    port);
+    // A response without a length ends only when the pod closes the
+    // connection: the end has to reach curl through kubectl.
+    char *cgi = NULL;
+    int cgi_rc = ts_sh(&cgi, "curl -s --max-time 30 http://127.0.0.1:%d/cgi-bin/hello", port);
     ts_kill(pid, SIGTERM);
     ts_wait_exit(pid, 5000, NULL);
     assert_int_equal(rc, 0);
     assert_int_equal(atoi(out), 50);
     free(out);
+    if (cgi_rc != 0 || strcmp(cgi, "cgi-ok\n") != 0)
+        fail_msg("CGI through port-forward (rc %d): %s", cgi_rc, cgi);
+    free(cgi);
 }
 
 static void test_attach(void **state)

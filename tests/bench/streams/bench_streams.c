@@ -6,6 +6,8 @@
 //   exec:          100 MiB into `kubectl exec -i ... cat` and back out
 //   port-forward:  100 MiB from a CGI in the pod through `kubectl port-forward`
 //   socat:         100 MiB from one socat to another over 127.0.0.1
+//   direct:        the CGI's 100 MiB fetched straight from the pod's IP (inside
+//                  the node's network namespace): what the guest itself gives
 //   latency:       `kubectl exec ... true` against `kubectl get pod` (the same
 //                  kubectl start-up and API round trip, no stream)
 #include "testsupport.h"
@@ -135,6 +137,12 @@ int main(void)
     }
     ts_kill(pf, SIGTERM);
     ts_wait_exit(pf, 5000, NULL);
+    char *ip = NULL;
+    ts_sh(&ip, KUBECTL "get pod pipe -o jsonpath='{.status.podIP}'", KARGS);
+    snprintf(cmd, sizeof cmd, "ip netns exec %s curl -s http://%s:8080/cgi-bin/big | wc -c",
+             n->stack.netns, ip ? ip : "");
+    free(ip);
+    double direct = s_throughput("direct", cmd);
     fprintf(stderr, "bench: latency, %d rounds each\n", ROUNDS);
     snprintf(cmd, sizeof cmd, KUBECTL "exec pipe -- true", KARGS);
     double exec_ms = s_median_ms(cmd);
@@ -146,6 +154,8 @@ int main(void)
            exec > 0 && socat > 0 ? exec / socat : 0);
     printf("%-36s %10.1f %10.1f %8.3f\n", "kubectl port-forward (from the pod)", forward, socat,
            forward > 0 && socat > 0 ? forward / socat : 0);
+    printf("%-36s %10.1f %10s %8.3f   (port-forward / direct)\n",
+           "the same, straight from the pod IP", direct, "", direct > 0 ? forward / direct : 0);
     printf("%-36s %10s %10s %8s\n", "", "median ms", "get pod", "ratio");
     printf("%-36s %10.0f %10.0f %8.2f\n", "kubectl exec ... true", exec_ms, get_ms,
            get_ms > 0 ? exec_ms / get_ms : 0);

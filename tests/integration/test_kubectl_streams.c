@@ -27,6 +27,8 @@
 typedef ts_node_t fixture_t;
 
 static fixture_t *g;
+static ts_service_t second;   // a second vm-launcher, as on another host
+static ts_stack_t second_own; // its flags and directory
 
 // --- helpers --------------------------------------------------------------------------
 
@@ -74,12 +76,23 @@ static int setup(void **state)
              "exit 1']\n",
              g->ns, g->stack.node, g->busybox, g->busybox, g->busybox);
     assert_int_equal(ts_node_run_pod(g, "shell", 2, WAIT_MS, manifest), 0);
+    // A second launcher, with room while the first has a VM: it takes the
+    // next pod (the broker gives work to the worker with most room).
+    assert_int_equal(ts_node_add_launcher(g, &second, &second_own), 0);
+    snprintf(manifest, sizeof manifest,
+             "apiVersion: v1\nkind: Pod\nmetadata: {name: other, namespace: %s}\n"
+             "spec:\n  nodeName: %s\n  terminationGracePeriodSeconds: 1\n"
+             "  containers:\n  - name: app\n    image: %s\n"
+             "    command: [/bin/sh, -c, 'echo other-started; exec sleep 100000']\n",
+             g->ns, g->stack.node, g->busybox);
+    assert_int_equal(ts_node_run_pod(g, "other", 1, WAIT_MS, manifest), 0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
+    ts_node_remove_launcher(&second, &second_own);
     ts_node_stop(g);
     free(g);
     return 0;
@@ -390,6 +403,40 @@ static void test_idle_stream_is_closed(void **state)
     assert_true(took >= atoi(IDLE_S) * 1000 - 1000);
 }
 
+// Two launchers (two hosts): each request reaches the one that holds the
+// pod's VM.
+static void test_each_pod_through_its_own_launcher(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    // The VM records name different launchers.
+    const char *id = second_own.launcher_flags[0] + strlen("--launcher-id=");
+    int rc = ts_sh(&out,
+                   "uid=$(" KUBECTL "get pod other -o jsonpath='{.metadata.uid}'); "
+                   "redis-cli -p %d -a %s --no-auth-warning GET vmlet:vm:$uid | grep -ac '%s'",
+                   KARGS, g->stack.redis.port, g->stack.redis.password, id);
+    if (rc != 0 || atoi(out) < 1)
+        fail_msg("pod other is not on the second launcher %s: %s", id, out);
+    free(out);
+    assert_int_equal(ts_sh(&out, KUBECTL "exec other -- cat /etc/hostname", KARGS), 0);
+    assert_string_equal(out, "other\n");
+    free(out);
+    assert_int_equal(ts_sh(&out, KUBECTL "logs other", KARGS), 0);
+    assert_string_equal(out, "other-started\n");
+    free(out);
+    assert_int_equal(ts_sh(&out, KUBECTL "exec shell -c app -- cat /etc/hostname", KARGS), 0);
+    assert_string_equal(out, "shell\n");
+    free(out);
+    // The second launcher served the exec into its pod.
+    assert_int_equal(ts_sh(&out,
+                           "curl -s http://127.0.0.1:%d/metrics | "
+                           "grep -c '^vmlet_launcher_sessions_total{kind=\"exec\"'",
+                           second.http_port),
+                     0);
+    assert_true(atoi(out) >= 1);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_attach),
         cmocka_unit_test(test_killed_client_leaves_nothing),
         cmocka_unit_test(test_idle_stream_is_closed),
+        cmocka_unit_test(test_each_pod_through_its_own_launcher),
     };
     if (getenv("VMLET_TEST_FILTER"))
         cmocka_set_test_filter(getenv("VMLET_TEST_FILTER"));

@@ -87,6 +87,31 @@ int ts_node_start(ts_node_t *n, const char *prefix, const char *const kapi_extra
     return ts_kubectl_namespace(n->ns);
 }
 
+int ts_node_add_launcher(ts_node_t *n, ts_service_t *svc, ts_stack_t *own)
+{
+    memset(own, 0, sizeof *own);
+    own->dir = ts_tempdir("vmlet-launcher2");
+    ts_stack_launcher_flags(own);
+    const char *extra[20];
+    size_t k = 0;
+    for (; own->launcher_flags[k] && k < 18; k++)
+        extra[k] = own->launcher_flags[k];
+    extra[k++] = "--boot-timeout=120s";
+    extra[k] = NULL;
+    return ts_stack_service(&n->stack, "vm-launcher", svc, extra);
+}
+
+void ts_node_remove_launcher(ts_service_t *svc, ts_stack_t *own)
+{
+    ts_stack_service_stop(svc); // stops its VMs and removes its network
+    for (int i = 0; own->launcher_flags[i]; i++)
+        free(own->launcher_flags[i]);
+    if (own->dir) {
+        ts_remove_dir(own->dir);
+        free(own->dir);
+    }
+}
+
 void ts_node_stop(ts_node_t *n)
 {
     ts_kubectl(NULL, "delete namespace %s --wait=false", n->ns);

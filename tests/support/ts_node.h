@@ -23,6 +23,13 @@ typedef struct {
 // Starts it all; node and namespace are named prefix-<random>. kapi_extra:
 // more flags for the kubelet API (NULL-terminated, may be NULL). 0 or -1.
 int ts_node_start(ts_node_t *n, const char *prefix, const char *const kapi_extra[]);
+// Another vm-launcher on the node, as on a second host: its own network
+// namespace, pod CIDR, directories (own->dir, made here) and session port
+// (own's flags, from ts_stack_launcher_flags, override the stack's).
+int ts_node_add_launcher(ts_node_t *n, ts_service_t *svc, ts_stack_t *own);
+// Stops it and frees own's flags and directory.
+void ts_node_remove_launcher(ts_service_t *svc, ts_stack_t *own);
+
 // Deletes the namespace and the Node, stops everything (VMs included).
 void ts_node_stop(ts_node_t *n);
 

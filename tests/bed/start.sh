@@ -238,6 +238,22 @@ start_etcd() {
         --client-cert-auth --trusted-ca-file "$PKI/ca.crt" --logger zap --log-level warn
 }
 
+# Audit: request metadata (user, verb, resource, code; never bodies) of the
+# vmlet identities only, so tests can check the services' RBAC needs
+# (test_rbac_audit) without slowing every other request.
+write_audit_policy() {
+    cat >"$DIR/audit-policy.yaml.tmp" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["vmlet:components", "system:serviceaccounts:vmlet-audit"]
+- level: None
+EOF
+    mv "$DIR/audit-policy.yaml.tmp" "$DIR/audit-policy.yaml"
+}
+
 health_apiserver() {
     "${CURL[@]}" --cacert "$PKI/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
         "$APISERVER_URL/readyz" | grep -q ok
@@ -245,6 +261,7 @@ health_apiserver() {
 start_apiserver() {
     port_for apiserver APISERVER_PORT
     APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
+    write_audit_policy
     run_piece apiserver "$APISERVER_PORT" 90 "check $LOGS/apiserver.log (etcd at $ETCD_URL must be healthy; the binary comes from tests/bed/k8s-build.sh)" -- \
         "$K8S_BIN/kube-apiserver" --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
         --secure-port "$APISERVER_PORT" \
@@ -269,6 +286,8 @@ start_apiserver() {
         --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
         --proxy-client-key-file "$PKI/front-proxy-client.key" \
         --endpoint-reconciler-type none \
+        --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$LOGS/audit.log" \
+        --audit-log-maxsize 100 --audit-log-maxbackup 1 \
         --enable-admission-plugins NodeRestriction --profiling=false \
         --cert-dir "$RUN/apiserver-certs"
 }
@@ -431,6 +450,7 @@ write_env() {
             env_line BED_KUBELET_CLIENT_KEY "$PKI/apiserver-kubelet-client.key"
             env_line BED_SERVICE_CIDR "$SERVICE_CIDR"
             env_line BED_KUBECTL "$K8S_BIN/kubectl"
+            env_line BED_AUDIT_LOG "$LOGS/audit.log"
         fi
         if present redis; then
             env_line BED_REDIS_URL "redis://127.0.0.1:$REDIS_PORT"

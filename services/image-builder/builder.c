@@ -320,6 +320,18 @@ static int s_on_gc(zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
+// `vmletctl gc` (builder_gc_request.c), looked for every second, between pulls.
+static int s_on_gc_request(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    builder_t *self = arg;
+    if (zhashx_size(self->pulls) == 0)
+        gc_request_serve(self->store, self->settings->cache_dir,
+                         vmlet_service_settings(self->service)->instance, self->log, self->gc_freed);
+    return 0;
+}
+
 static int s_mkdirs(builder_t *self, vmlet_err_t *err)
 {
     const char *cache = self->settings->cache_dir;
@@ -402,6 +414,7 @@ void *builder_start(vmlet_service_t *service, vmlet_err_t *err)
     self->pipe_item = (zmq_pollitem_t){NULL, self->pipe[0], ZMQ_POLLIN, 0};
     zloop_poller(self->loop, &self->pipe_item, s_on_pipe, self);
     self->gc_timer = zloop_timer(self->loop, (size_t)self->settings->gc_interval_ms, 0, s_on_gc, self);
+    zloop_timer(self->loop, 1000, 0, s_on_gc_request, self); // the loop ends before stop
     vmlet_log_info(self->log, VMLET_KV({"cache", self->settings->cache_dir}), "image cache ready");
     return self;
 }

@@ -96,5 +96,9 @@ int index_backoff_clear(vmlet_store_t *store, const char *reference, vmlet_err_t
 // references. Returns bytes freed, or -1 with err.
 int64_t gc_run(vmlet_store_t *store, const char *cache_dir, int64_t budget_bytes,
                vmlet_log_t *log, vmlet_err_t *err);
+// builder_gc_request.c: serves a `vmletctl gc` waiting in Redis (removes every
+// image no pod uses, answers in vmlet:image-gc-result); call between pulls.
+void gc_request_serve(vmlet_store_t *store, const char *cache_dir, const char *builder,
+                      vmlet_log_t *log, vmlet_metric_t *freed_total);
 
 #endif

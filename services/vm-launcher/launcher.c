@@ -190,6 +190,7 @@ static void s_announce(launcher_t *self)
     env.launcher_capacity = &cap;
     launcher_publish(self, &env);
     vmlet_gauge_set(self->vms, (double)pods_used);
+    launcher_drained(self); // vmlet_launcher_draining follows `vmletctl drain`
     session_server_announce(self->sessions); // its presence expires with the capacity's
 }
 
@@ -334,7 +335,7 @@ int launcher_on_launch(void *arg, const vmlet_envelope_t *env)
     const Vmlet__LaunchRequest *req = env->launch_request;
     if (!req->pod || !req->pod->uid)
         return 0;
-    if (!self->settings->accept_pods && !zhashx_lookup(self->pods, req->pod->uid))
+    if (launcher_drain_declines(self, req->pod->uid))
         return 0; // drained: k8s-watcher asks again while no launcher holds the pod
     if (s_owned_elsewhere(self, req->pod->uid))
         return 0; // another launcher that is alive has it already

@@ -71,6 +71,11 @@ typedef struct {
     vmlet_metric_t *stats_guest_cpu;
 } launcher_t;
 
+// launcher_drain.c: whether this launcher takes no new pods now (and the
+// draining gauge set so); whether a LaunchRequest for uid is declined.
+bool launcher_drained(launcher_t *l);
+bool launcher_drain_declines(launcher_t *l, const char *uid);
+
 // --- one pod's VM ------------------------------------------------------------------
 
 typedef enum {

@@ -26,6 +26,26 @@ static char *s_span(int64_t ms, char *buf, size_t cap)
     return buf;
 }
 
+// 335544320 -> 320Mi, 1610612736 -> 1.5Gi: the largest binary unit, one
+// decimal only when it is not whole (people read these, scripts use JSON).
+static char *s_bytes(int64_t n, char *buf, size_t cap)
+{
+    static const char *const units[] = {"Ki", "Mi", "Gi", "Ti", "Pi"};
+    int u = -1;
+    double v = (double)n;
+    while (u < 4 && v >= 1024) {
+        v /= 1024;
+        u++;
+    }
+    if (u < 0)
+        snprintf(buf, cap, "%" PRId64, n);
+    else if (v == (double)(int64_t)v)
+        snprintf(buf, cap, "%" PRId64 "%s", (int64_t)v, units[u]);
+    else
+        snprintf(buf, cap, "%.1f%s", v, units[u]);
+    return buf;
+}
+
 char *ctl_cell(const cJSON *v, ctl_col_fmt_t fmt, char *buf, size_t cap)
 {
     if (cJSON_IsString(v)) {
@@ -43,7 +63,7 @@ char *ctl_cell(const cJSON *v, ctl_col_fmt_t fmt, char *buf, size_t cap)
     int64_t n = (int64_t)v->valuedouble;
     switch (fmt) {
     case COL_BYTES:
-        return vmlet_quantity_format_bytes(n, buf, cap);
+        return s_bytes(n, buf, cap);
     case COL_MILLI:
         return vmlet_quantity_format_milli(n, buf, cap);
     case COL_AGE:

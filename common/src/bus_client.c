@@ -1,6 +1,7 @@
 // Work submitter: keeps each item until the broker accepts it, resending
 // on a timer, so a broker restart delays work but does not lose it (see bus.h).
 #include "vmlet/bus.h"
+#include "vmlet/bus_curve.h"
 #include "vmlet/bus_protocol.h"
 #include "vmlet/timeutil.h"
 
@@ -64,6 +65,10 @@ vmlet_bus_client_t *vmlet_bus_client_new(const vmlet_bus_options_t *options,
     zhashx_set_destructor(self->pending, s_pending_free);
     zsock_set_linger(self->sock, 0);
     zsock_set_sndhwm(self->sock, options->hwm);
+    if (vmlet_bus_curve_client(self->sock, options, "client", err) < 0) {
+        vmlet_bus_client_destroy(&self);
+        return NULL;
+    }
     if (zsock_connect(self->sock, "%s", options->work_endpoint) < 0) {
         vmlet_err_set(err, "bus client: bad endpoint '%s' (expected tcp://HOST:PORT)",
                       options->work_endpoint);

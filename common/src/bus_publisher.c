@@ -7,6 +7,7 @@
 // EAGAIN we can count instead of a silent drop.
 #include "bus_monitor.h"
 #include "vmlet/bus.h"
+#include "vmlet/bus_curve.h"
 #include "vmlet/timeutil.h"
 
 #include <inttypes.h>
@@ -65,6 +66,10 @@ vmlet_bus_publisher_t *vmlet_bus_publisher_new(const vmlet_bus_options_t *option
     zsock_set_xpub_nodrop(self->sock, 1);
     zsock_set_xpub_verbose(self->sock, 1); // hear the broker's subscription after every reconnect
     zsock_set_linger(self->sock, 0);
+    if (vmlet_bus_curve_client(self->sock, options, "publisher", err) < 0) {
+        vmlet_bus_publisher_destroy(&self);
+        return NULL;
+    }
     if (zsock_connect(self->sock, "%s", options->publish_endpoint) < 0) {
         vmlet_err_set(err, "bus publisher: bad endpoint '%s' (expected tcp://HOST:PORT)",
                       options->publish_endpoint);

@@ -1,6 +1,7 @@
 // Event subscriber: handshake, per-publisher loss counting, dispatch (see bus.h).
 #include "bus_monitor.h"
 #include "vmlet/bus.h"
+#include "vmlet/bus_curve.h"
 #include "vmlet/bus_protocol.h"
 #include "vmlet/timeutil.h"
 
@@ -86,6 +87,10 @@ vmlet_bus_subscriber_t *vmlet_bus_subscriber_new(const vmlet_bus_options_t *opti
     vmlet_random_hex(id, 16);
     snprintf(self->hello_topic, sizeof self->hello_topic, "%s%s", VMLET_BUS_HELLO_PREFIX, id);
     zsock_set_subscribe(self->sock, self->hello_topic);
+    if (vmlet_bus_curve_client(self->sock, options, "subscriber", err) < 0) {
+        vmlet_bus_subscriber_destroy(&self);
+        return NULL;
+    }
     if (zsock_connect(self->sock, "%s", options->subscribe_endpoint) < 0) {
         vmlet_err_set(err, "bus subscriber: bad endpoint '%s' (expected tcp://HOST:PORT)",
                       options->subscribe_endpoint);

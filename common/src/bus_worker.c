@@ -1,6 +1,7 @@
 // Work-queue worker: readiness with capacity, heartbeats, at-least-once
 // acknowledgement, reconnection after a silent broker (see bus.h).
 #include "vmlet/bus.h"
+#include "vmlet/bus_curve.h"
 #include "vmlet/bus_protocol.h"
 #include "vmlet/timeutil.h"
 
@@ -14,6 +15,10 @@ struct _vmlet_bus_worker_t {
     zloop_t *loop;
     int heartbeat_timer;
     char *endpoint;
+    // Kept for reopening the socket; re-read then, so a renewed
+    // certificate is picked up at the next reconnect.
+    char *curve_cert;
+    char *curve_server_key;
     char queue[VMLET_WORK_QUEUE_MAX];
     int capacity;
     int64_t heartbeat_ms;
@@ -30,19 +35,26 @@ struct _vmlet_bus_worker_t {
 
 static int s_on_readable(zloop_t *loop, zsock_t *reader, void *arg);
 
-static int s_open_socket(vmlet_bus_worker_t *self)
+static int s_open_socket(vmlet_bus_worker_t *self, vmlet_err_t *err)
 {
     self->sock = zsock_new(ZMQ_DEALER);
     if (!self->sock)
-        return -1;
+        return vmlet_err_set(err, "bus worker: cannot create socket");
     zsock_set_linger(self->sock, 0);
     zsock_set_sndhwm(self->sock, 0); // acknowledgements must never be dropped
-    if (zsock_connect(self->sock, "%s", self->endpoint) < 0) {
+    vmlet_bus_options_t curve = {.curve_cert = self->curve_cert,
+                                 .curve_server_key = self->curve_server_key};
+    if (vmlet_bus_curve_client(self->sock, &curve, "worker", err) < 0) {
         zsock_destroy(&self->sock);
         return -1;
     }
+    if (zsock_connect(self->sock, "%s", self->endpoint) < 0) {
+        zsock_destroy(&self->sock);
+        return vmlet_err_set(err, "bus worker: cannot connect to '%s' (expected tcp://HOST:PORT)",
+                             self->endpoint);
+    }
     if (self->loop && zloop_reader(self->loop, self->sock, s_on_readable, self) < 0)
-        return -1;
+        return vmlet_err_set(err, "bus worker: cannot watch socket");
     return 0;
 }
 
@@ -86,10 +98,15 @@ vmlet_bus_worker_t *vmlet_bus_worker_new(const vmlet_bus_options_t *options, con
     self->dispatch = dispatch;
     self->log = log;
     self->endpoint = strdup(options->work_endpoint);
+    self->curve_cert = strdup(options->curve_cert ? options->curve_cert : "");
+    self->curve_server_key = strdup(options->curve_server_key ? options->curve_server_key : "");
     self->in_flight = zhashx_new();
-    if (!self->endpoint || !self->in_flight || s_open_socket(self) < 0) {
-        vmlet_err_set(err, "bus worker: cannot connect to '%s' (expected tcp://HOST:PORT)",
-                      options->work_endpoint);
+    if (!self->endpoint || !self->curve_cert || !self->curve_server_key || !self->in_flight) {
+        vmlet_err_set(err, "bus worker: out of memory");
+        vmlet_bus_worker_destroy(&self);
+        return NULL;
+    }
+    if (s_open_socket(self, err) < 0) {
         vmlet_bus_worker_destroy(&self);
         return NULL;
     }
@@ -132,6 +149,8 @@ void vmlet_bus_worker_destroy(vmlet_bus_worker_t **self_p)
     zsock_destroy(&self->sock);
     zhashx_destroy(&self->in_flight);
     free(self->endpoint);
+    free(self->curve_cert);
+    free(self->curve_server_key);
     free(self);
     *self_p = NULL;
 }
@@ -212,9 +231,9 @@ static int s_on_heartbeat(zloop_t *loop, int timer_id, void *arg)
         vmlet_counter_inc(self->reconnects);
         zloop_reader_end(self->loop, self->sock);
         zsock_destroy(&self->sock);
-        if (s_open_socket(self) < 0)
-            vmlet_log_error(self->log, NULL, "cannot reopen the work socket to %s",
-                            self->endpoint);
+        vmlet_err_t err = {0};
+        if (s_open_socket(self, &err) < 0)
+            vmlet_log_error(self->log, NULL, "cannot reopen the work socket: %s", err.msg);
         self->last_heard_ms = vmlet_now_ms();
     }
     if (self->sock)

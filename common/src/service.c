@@ -48,13 +48,32 @@ const vmlet_cfg_option_t vmlet_service_peer_options[] = {
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
+// CURVE on the bus (docs/bus.md). Kept apart from vmlet_service_settings_t
+// so the public settings struct, and every service built on it, stay as
+// they are; vmlet_service_bus_options callers get plain TCP.
+typedef struct {
+    char *bus_curve_cert;
+    char *bus_curve_server_key;
+} curve_settings_t;
+
+#define CURVE_OPT(field) offsetof(curve_settings_t, field)
+static const vmlet_cfg_option_t curve_options[] = {
+    {"bus-curve-cert", VMLET_CFG_STRING, "", 0, 0, NULL, CURVE_OPT(bus_curve_cert),
+     "this instance's bus certificate, the _secret file of vmlet-bus --make-cert (\"\": no "
+     "CURVE)"},
+    {"bus-curve-server-key", VMLET_CFG_STRING, "", 0, 0, NULL, CURVE_OPT(bus_curve_server_key),
+     "the broker's public key: 40 Z85 characters, or its public certificate file"},
+    {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
+};
+
 #define N_COMMON (sizeof vmlet_service_common_options / sizeof vmlet_service_common_options[0] - 1)
-#define MAX_SECTIONS 3
+#define MAX_SECTIONS 4
 
 struct _vmlet_service_t {
     const vmlet_service_def_t *def;
     vmlet_cfg_option_t common_options[N_COMMON + 1]; // with this service's defaults
     vmlet_service_settings_t settings;
+    curve_settings_t curve;
     char source[256];
     vmlet_log_t *log;
     vmlet_signals_t *signals;
@@ -85,8 +104,10 @@ static size_t s_sections(vmlet_service_t *self, vmlet_cfg_section_t *out)
 {
     size_t n = 0;
     out[n++] = (vmlet_cfg_section_t){self->common_options, &self->settings};
-    if (!self->def->standalone)
+    if (!self->def->standalone) {
         out[n++] = (vmlet_cfg_section_t){vmlet_service_peer_options, &self->settings};
+        out[n++] = (vmlet_cfg_section_t){curve_options, &self->curve};
+    }
     if (self->def->options)
         out[n++] = (vmlet_cfg_section_t){self->def->options, self->def->settings};
     return n;
@@ -125,6 +146,15 @@ void vmlet_service_bus_options(const vmlet_service_settings_t *settings, const c
         .heartbeat_ms = settings->bus_heartbeat_ms,
         .source = source_buf,
     };
+}
+
+// The bus options of this process: the common ones and CURVE.
+static void s_bus_options(vmlet_service_t *self, vmlet_bus_options_t *out)
+{
+    vmlet_service_bus_options(&self->settings, self->def->name, self->source, sizeof self->source,
+                              out);
+    out->curve_cert = self->curve.bus_curve_cert;
+    out->curve_server_key = self->curve.bus_curve_server_key;
 }
 
 static void s_default_instance(vmlet_service_t *self)
@@ -231,8 +261,7 @@ static int s_build(vmlet_service_t *self, vmlet_err_t *err)
                                         self->log, self->metrics, err)))
         return -1;
     vmlet_bus_options_t bus;
-    vmlet_service_bus_options(&self->settings, self->def->name, self->source, sizeof self->source,
-                              &bus);
+    s_bus_options(self, &bus);
     if (self->def->publishes &&
         (!(self->publisher = vmlet_bus_publisher_new(&bus, self->metrics, self->log, err)) ||
          vmlet_bus_publisher_attach(self->publisher, self->loop, err) < 0))
@@ -329,8 +358,7 @@ static int s_start_bus_roles(vmlet_service_t *self, void *ctx, vmlet_err_t *err)
     if (!self->dispatch)
         return vmlet_err_set(err, "out of memory");
     vmlet_bus_options_t bus;
-    vmlet_service_bus_options(&self->settings, def->name, self->source, sizeof self->source,
-                              &bus);
+    s_bus_options(self, &bus);
     if (def->n_subscribe &&
         (!(self->subscriber = vmlet_bus_subscriber_new(&bus, def->subscribe, def->n_subscribe,
                                                        self->dispatch, self->metrics, self->log,

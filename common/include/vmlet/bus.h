@@ -31,6 +31,11 @@ typedef struct {
     int hwm;                        // messages queued per peer before drops
     int64_t heartbeat_ms;           // work-queue heartbeat interval
     const char *source;             // "<service>/<instance>", stamped on what we send
+    // CURVE (bus_curve.h): this process's certificate (zcert's secret
+    // file) and the broker's public key (Z85 text or its certificate file).
+    // NULL or "": plain TCP, as before.
+    const char *curve_cert;
+    const char *curve_server_key;
 } vmlet_bus_options_t;
 
 // Work queues by name: one per kind of worker.

@@ -1,5 +1,6 @@
 // The bus broker's sockets and their actions (see broker.h).
 #include "broker.h"
+#include "broker_auth.h"
 #include "work_queue.h"
 
 #include "vmlet/bus_protocol.h"
@@ -19,6 +20,7 @@ struct _broker_t {
     int64_t heartbeat_ms;
     int liveness;
     work_queue_t *work;
+    broker_auth_t *auth; // NULL without CURVE
     vmlet_log_t *log;
     vmlet_metrics_t *metrics;
     vmlet_metric_t *events_forwarded;
@@ -33,7 +35,9 @@ struct _broker_t {
     vmlet_metric_t *workers_stopped;
 };
 
-static zsock_t *s_bind(int type, const char *endpoint, int hwm, vmlet_err_t *err)
+// `name` labels the socket's CURVE refusals.
+static zsock_t *s_bind(broker_t *self, int type, const char *name, const char *endpoint, int hwm,
+                       vmlet_err_t *err)
 {
     zsock_t *sock = zsock_new(type);
     if (!sock) {
@@ -43,6 +47,10 @@ static zsock_t *s_bind(int type, const char *endpoint, int hwm, vmlet_err_t *err
     zsock_set_sndhwm(sock, hwm);
     zsock_set_rcvhwm(sock, hwm);
     zsock_set_linger(sock, 0);
+    if (self->auth && broker_auth_secure(self->auth, sock, name, err) < 0) {
+        zsock_destroy(&sock);
+        return NULL;
+    }
     if (zsock_bind(sock, "%s", endpoint) < 0) {
         vmlet_err_set(err, "cannot bind %s: %s (is another broker running there?)", endpoint,
                       zmq_strerror(zmq_errno()));
@@ -91,10 +99,23 @@ broker_t *broker_new(const broker_options_t *options, vmlet_metrics_t *metrics, 
     self->heartbeat_ms = options->heartbeat_ms;
     self->liveness = options->liveness;
     self->work = work_queue_new(options->max_queue);
+    bool curve = options->curve_cert && options->curve_cert[0];
+    if (!curve && options->curve_authorized && options->curve_authorized[0]) {
+        vmlet_err_set(err, "--curve-authorized needs --curve-cert (the broker's own certificate)");
+        broker_destroy(&self);
+        return NULL;
+    }
+    if (curve && !(self->auth = broker_auth_new(options->curve_cert, options->curve_authorized,
+                                                metrics, log, err))) {
+        broker_destroy(&self);
+        return NULL;
+    }
     if (!self->work ||
-        !(self->xsub = s_bind(ZMQ_XSUB, options->publish_bind, options->hwm, err)) ||
-        !(self->xpub = s_bind(ZMQ_XPUB, options->subscribe_bind, options->hwm, err)) ||
-        !(self->router = s_bind(ZMQ_ROUTER, options->work_bind, 0, err))) {
+        !(self->xsub = s_bind(self, ZMQ_XSUB, "publish", options->publish_bind, options->hwm,
+                              err)) ||
+        !(self->xpub = s_bind(self, ZMQ_XPUB, "subscribe", options->subscribe_bind,
+                              options->hwm, err)) ||
+        !(self->router = s_bind(self, ZMQ_ROUTER, "work", options->work_bind, 0, err))) {
         broker_destroy(&self);
         return NULL;
     }
@@ -121,6 +142,8 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->xsub);
     zsock_destroy(&self->xpub);
     zsock_destroy(&self->router);
+    // After the sockets: zauth must outlive every handshake it answers.
+    broker_auth_destroy(&self->auth);
     work_queue_destroy(&self->work);
     free(self);
     *self_p = NULL;
@@ -379,6 +402,8 @@ int broker_attach(broker_t *self, zloop_t *loop, vmlet_err_t *err)
         zloop_reader(loop, self->xpub, s_on_xpub, self) < 0 ||
         zloop_reader(loop, self->router, s_on_router, self) < 0)
         return vmlet_err_set(err, "broker: cannot watch sockets");
+    if (self->auth && broker_auth_attach(self->auth, loop, err) < 0)
+        return -1;
     self->heartbeat_timer =
         zloop_timer(loop, (size_t)self->heartbeat_ms, 0, s_on_heartbeat, self);
     return 0;

@@ -19,6 +19,10 @@ typedef struct {
     int64_t heartbeat_ms;
     int liveness; // heartbeats a worker may miss before its items are requeued
     size_t max_queue;
+    // CURVE (broker_auth.h): the broker's certificate and the directory of
+    // authorised clients' public certificates. "" or NULL: plain TCP.
+    const char *curve_cert;
+    const char *curve_authorized;
 } broker_options_t;
 
 typedef struct _broker_t broker_t;

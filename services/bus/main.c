@@ -1,9 +1,12 @@
 // vmlet-bus: the message broker every other service connects to.
 #include "broker.h"
+#include "broker_auth.h"
 
 #include "vmlet/service.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 typedef struct {
     char *publish_bind;
@@ -13,6 +16,8 @@ typedef struct {
     int64_t heartbeat_ms;
     long liveness;
     long max_queue;
+    char *curve_cert;
+    char *curve_authorized;
 } settings_t;
 
 #define OPT(field) offsetof(settings_t, field)
@@ -31,6 +36,10 @@ static const vmlet_cfg_option_t options[] = {
      "heartbeats a worker may miss before its items go to another"},
     {"max-queue", VMLET_CFG_INT, "100000", 1, 100000000, NULL, OPT(max_queue),
      "work items a queue holds (waiting and in flight) before refusing more"},
+    {"curve-cert", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(curve_cert),
+     "the broker's certificate (_secret file of --make-cert); set: every socket needs CURVE"},
+    {"curve-authorized", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(curve_authorized),
+     "directory of the public certificates of the services allowed on the bus"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -45,6 +54,8 @@ static void *s_start(vmlet_service_t *service, vmlet_err_t *err)
         .heartbeat_ms = s->heartbeat_ms,
         .liveness = (int)s->liveness,
         .max_queue = (size_t)s->max_queue,
+        .curve_cert = s->curve_cert,
+        .curve_authorized = s->curve_authorized,
     };
     broker_t *broker =
         broker_new(&broker_options, vmlet_service_metrics(service), vmlet_service_log(service), err);
@@ -58,8 +69,27 @@ static void s_stop(void **broker_p)
     broker_destroy((broker_t **)broker_p);
 }
 
+// `vmlet-bus --make-cert PATH`: a mode, not a setting, so making
+// certificates needs no other tool (compose, docs) and no running broker.
+static int s_make_cert(const char *path)
+{
+    vmlet_err_t err = {0};
+    if (broker_auth_make_cert(path, &err) < 0) {
+        fprintf(stderr, "vmlet-bus: %s\n", err.msg);
+        return 1;
+    }
+    printf("wrote %s (public: give it to the broker's --curve-authorized or to clients' "
+           "--bus-curve-server-key) and %s_secret (keep it private)\n",
+           path, path);
+    return 0;
+}
+
 int main(int argc, char *argv[])
 {
+    if (argc == 3 && strcmp(argv[1], "--make-cert") == 0)
+        return s_make_cert(argv[2]);
+    if (argc == 2 && strncmp(argv[1], "--make-cert=", 12) == 0)
+        return s_make_cert(argv[1] + 12);
     settings_t settings = {0};
     const vmlet_service_def_t def = {
         .name = "bus",

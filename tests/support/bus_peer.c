@@ -11,6 +11,10 @@
 //   work       take items from --queue; each item's effect is recorded once
 //              in Redis (SET NX), every delivery counted
 //   submit     submit --count items to --queue and wait until all accepted
+//
+// --curve-cert and --curve-server-key make every role a CURVE client, as
+// the services' --bus-curve-* settings do; --ready-timeout bounds the wait
+// for the broker, so a refused peer says "ERROR" soon.
 #include "vmlet/bus.h"
 #include "vmlet/config.h"
 #include "vmlet/http_server.h"
@@ -41,6 +45,9 @@ typedef struct {
     long capacity;
     long work_us;
     int64_t idle_ms;
+    int64_t ready_timeout_ms;
+    char *curve_cert;
+    char *curve_server_key;
 } peer_settings_t;
 
 #define OPT(f) offsetof(peer_settings_t, f)
@@ -60,6 +67,11 @@ static const vmlet_cfg_option_t options[] = {
     {"capacity", VMLET_CFG_INT, "4", 1, 1000, NULL, OPT(capacity), "worker capacity"},
     {"work-us", VMLET_CFG_INT, "0", 0, 10000000, NULL, OPT(work_us), "time per item"},
     {"idle", VMLET_CFG_DURATION, "10s", 10, 3600000, NULL, OPT(idle_ms), "give up after"},
+    {"ready-timeout", VMLET_CFG_DURATION, "10s", 10, 3600000, NULL, OPT(ready_timeout_ms),
+     "wait this long for the broker"},
+    {"curve-cert", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(curve_cert), "our certificate"},
+    {"curve-server-key", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(curve_server_key),
+     "the broker's public key or certificate"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -95,7 +107,7 @@ static int s_publish(peer_t *p, vmlet_bus_options_t *bus)
 {
     vmlet_err_t err = {0};
     vmlet_bus_publisher_t *pub = vmlet_bus_publisher_new(bus, p->metrics, p->log, &err);
-    if (!pub || vmlet_bus_publisher_wait_ready(pub, 10000, &err) < 0) {
+    if (!pub || vmlet_bus_publisher_wait_ready(pub, (int)p->s->ready_timeout_ms, &err) < 0) {
         s_line("ERROR %s", err.msg);
         return 1;
     }
@@ -220,7 +232,7 @@ static int s_subscribe(peer_t *p, vmlet_bus_options_t *bus)
         }
         vmlet_http_server_route(http, "/metrics", s_on_metrics, p->metrics);
     }
-    int64_t deadline = vmlet_now_ms() + 10000;
+    int64_t deadline = vmlet_now_ms() + p->s->ready_timeout_ms;
     while (sub && !vmlet_bus_subscriber_ready(sub) && vmlet_now_ms() < deadline)
         vmlet_bus_subscriber_receive(sub, 100, 50);
     if (!sub || !vmlet_bus_subscriber_ready(sub) ||
@@ -364,7 +376,9 @@ int main(int argc, char *argv[])
                                .work_endpoint = s.work,
                                .hwm = (int)s.hwm,
                                .heartbeat_ms = 200,
-                               .source = s.tag};
+                               .source = s.tag,
+                               .curve_cert = s.curve_cert,
+                               .curve_server_key = s.curve_server_key};
     if (strcmp(s.mode, "publish") == 0)
         rc = s_publish(&p, &bus);
     else if (strcmp(s.mode, "subscribe") == 0)

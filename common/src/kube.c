@@ -5,6 +5,7 @@
 // blocked request (vmlet_kube_wakeup) and the cancel check can abandon it.
 #include "vmlet/kube.h"
 #include "vmlet/http_status.h"
+#include "vmlet/metrics.h"
 #include "vmlet/timeutil.h"
 
 #include <curl/curl.h>
@@ -29,6 +30,7 @@ struct _vmlet_kube_t {
     ino_t token_ino;
     off_t token_size;
     char curl_error[CURL_ERROR_SIZE];
+    vmlet_metrics_t *metrics; // borrowed; NULL: requests are not counted
 };
 
 typedef struct {
@@ -392,6 +394,24 @@ static int s_exchange(vmlet_kube_t *self, const char *method, const char *url,
     return 0;
 }
 
+// Counts one request by verb and HTTP code ("none" when no answer came),
+// so an operator sees 403s (missing RBAC), 409s and 5xx per verb.
+static void s_count(vmlet_kube_t *self, const char *method, long status)
+{
+    if (!self->metrics)
+        return;
+    char labels[96], code[24];
+    if (status > 0)
+        snprintf(code, sizeof code, "%ld", status);
+    else
+        snprintf(code, sizeof code, "none");
+    snprintf(labels, sizeof labels, "verb=\"%s\",code=\"%s\"", method, code);
+    vmlet_counter_inc(vmlet_metrics_counter(self->metrics, "vmlet_kube_requests_total",
+                                            "Kubernetes API requests, by HTTP verb and answer "
+                                            "code (watches are counted as vmlet_kube_watch_*).",
+                                            labels));
+}
+
 static int s_perform(vmlet_kube_t *self, const char *method, const char *path,
                      const char *content_type, const char *body, long *status, char **raw,
                      vmlet_err_t *err)
@@ -405,7 +425,9 @@ static int s_perform(vmlet_kube_t *self, const char *method, const char *path,
         url = NULL;
         return vmlet_err_set(err, "out of memory");
     }
-    if (s_exchange(self, method, url, content_type, body, status, raw, err) < 0)
+    int rc = s_exchange(self, method, url, content_type, body, status, raw, err);
+    s_count(self, method, rc < 0 ? 0 : *status);
+    if (rc < 0)
         return vmlet_err_wrap(err, "%s %s", method, url);
     return 0;
 }
@@ -522,6 +544,11 @@ int vmlet_kube_stream(vmlet_kube_t *self, const char *path, long timeout_ms, vml
     }
     free(st.buf.data);
     return rc;
+}
+
+void vmlet_kube_set_metrics(vmlet_kube_t *self, vmlet_metrics_t *metrics)
+{
+    self->metrics = metrics;
 }
 
 void vmlet_kube_set_cancel(vmlet_kube_t *self, vmlet_kube_cancel_fn *fn, void *arg)

@@ -309,7 +309,9 @@ void *watcher_start(vmlet_service_t *service, vmlet_err_t *err)
     self->capacity = capacity_new();
     s_metrics(self);
     if (vmlet_kube_config_load(self->settings->kubeconfig, &self->kube_config, err) < 0 ||
-        !(self->kube = vmlet_kube_new(&self->kube_config, err)) || s_start_pods(self, err) < 0 ||
+        !(self->kube = vmlet_kube_new(&self->kube_config, err)) ||
+        (vmlet_kube_set_metrics(self->kube, vmlet_service_metrics(self->service)), false) ||
+        s_start_pods(self, err) < 0 ||
         s_start_timers(self) < 0) {
         watcher_stop((void **)&self);
         return NULL;

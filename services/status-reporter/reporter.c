@@ -293,6 +293,24 @@ int reporter_on_probe_result(void *arg, const vmlet_envelope_t *env)
 
 // --- timers --------------------------------------------------------------------------
 
+static const char *const s_phases[5] = {"Pending", "Running", "Succeeded", "Failed", "Unknown"};
+
+// Pods by the phase the API server has for them now: what `kubectl get
+// pods` would show, counted where the live objects already are.
+static void s_count_phases(reporter_t *self)
+{
+    double n[5] = {0};
+    for (pod_t *pod = zhashx_first(self->pods); pod; pod = zhashx_next(self->pods)) {
+        const char *phase = vmlet_json_str(pod->live, "status", "phase");
+        size_t i = 0; // a pod without a status yet is Pending
+        while (phase && i < 5 && strcmp(phase, s_phases[i]) != 0)
+            i++;
+        n[i < 5 ? i : 4]++;
+    }
+    for (size_t i = 0; i < 5; i++)
+        vmlet_gauge_set(self->phases[i], n[i]);
+}
+
 static int s_on_flush(zloop_t *loop, int timer_id, void *arg)
 {
     (void)loop;
@@ -306,6 +324,7 @@ static int s_on_flush(zloop_t *loop, int timer_id, void *arg)
         s_load_spec(self, pod);
         reconcile_pod(self, pod);
     }
+    s_count_phases(self);
     return 0;
 }
 
@@ -334,6 +353,12 @@ static void s_metrics(reporter_t *self)
         "Reconciliations that found the live status already right (no write).", NULL);
     self->deletes = vmlet_metrics_counter(m, "vmlet_status_reporter_pods_deleted_total",
                                           "Pods deleted for good once their VM was gone.", NULL);
+    for (size_t i = 0; i < 5; i++) {
+        char labels[40];
+        snprintf(labels, sizeof labels, "phase=\"%s\"", s_phases[i]);
+        self->phases[i] = vmlet_metrics_gauge(
+            m, "vmlet_status_reporter_pods", "Pods bound to the node, by status.phase.", labels);
+    }
 }
 
 void *reporter_start(vmlet_service_t *service, vmlet_err_t *err)
@@ -352,6 +377,7 @@ void *reporter_start(vmlet_service_t *service, vmlet_err_t *err)
     snprintf(node_selector, sizeof node_selector, "metadata.name=%s", self->settings->node_name);
     if (vmlet_kube_config_load(self->settings->kubeconfig, &self->kube_config, err) < 0 ||
         !(self->kube = vmlet_kube_new(&self->kube_config, err)) ||
+        (vmlet_kube_set_metrics(self->kube, vmlet_service_metrics(service)), false) ||
         !(self->watch = vmlet_kube_watch_new(&self->kube_config, "/api/v1/pods", selector, NULL,
                                              s_on_watch, self, self->log,
                                              vmlet_service_metrics(service), err)) ||

@@ -40,6 +40,7 @@ typedef struct {
     zhashx_t *pods; // uid -> pod_t
     int timers[2];
     vmlet_metric_t *writes, *write_failures, *skipped, *deletes;
+    vmlet_metric_t *phases[5]; // pods by status.phase, in s_phases order (reporter.c)
 } reporter_t;
 
 // Computes, compares, writes the status of one pod, posts the Events its

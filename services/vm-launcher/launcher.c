@@ -619,6 +619,8 @@ void *launcher_start(vmlet_service_t *service, vmlet_err_t *err)
         !(self->kube = vmlet_kube_new(&self->kube_config, &kerr)))
         vmlet_log_warn(self->log, NULL, "no API server (%s): pods that use Secrets or ConfigMaps "
                                         "will wait", kerr.msg);
+    else
+        vmlet_kube_set_metrics(self->kube, vmlet_service_metrics(self->service));
     self->sessions = session_server_new(self);
     int adopted = pod_record_adopt_all(self);
     if (adopted > 0)

@@ -62,6 +62,14 @@ int vmlet_kube_request(vmlet_kube_t *self, const char *method, const char *path,
 // "GET /api/v1/namespaces: 401 Unauthorized: <Status.message>". Caller frees *out.
 int vmlet_kube_get(vmlet_kube_t *self, const char *path, cJSON **out, vmlet_err_t *err);
 
+typedef struct _vmlet_metrics_t vmlet_metrics_t;
+
+// Counts every later request of this client (not streams) in
+// vmlet_kube_requests_total{verb,code} of `metrics` (borrowed; it must
+// outlive the client). Only for a client used on the thread that renders
+// the metrics: the registry is not thread-safe.
+void vmlet_kube_set_metrics(vmlet_kube_t *self, vmlet_metrics_t *metrics);
+
 // --- streaming and cancellation ----------------------------------------------
 //
 // A client is used by one thread at a time; only vmlet_kube_wakeup may be

@@ -240,7 +240,7 @@ start_etcd() {
 
 # Audit: request metadata (user, verb, resource, code; never bodies) of the
 # vmlet identities only, so tests can check the services' RBAC needs
-# (test_rbac_audit) without slowing every other request.
+# from the log without slowing every other request.
 write_audit_policy() {
     cat >"$DIR/audit-policy.yaml.tmp" <<EOF
 apiVersion: audit.k8s.io/v1

@@ -9,9 +9,9 @@
 #include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
+#include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +37,8 @@ const vmlet_cfg_option_t launcher_options[] = {
      "memory kept for the host and vmlet itself (a Kubernetes quantity)"},
     {"max-pods", VMLET_CFG_INT, "110", 1, 100000, NULL, OPT(max_pods),
      "pods (VMs) this launcher takes at most"},
-    {"announce-interval", VMLET_CFG_DURATION, "5s", 100, 600000, NULL,
-     OPT(announce_interval_ms), "how often the capacity is announced (valid for 3 intervals)"},
+    {"announce-interval", VMLET_CFG_DURATION, "5s", 100, 600000, NULL, OPT(announce_interval_ms),
+     "how often the capacity is announced (valid for 3 intervals)"},
     {"stats-interval", VMLET_CFG_DURATION, "10s", 500, 600000, NULL, OPT(stats_interval_ms),
      "how often each VM's resource figures are sampled for kubectl top (valid for 3 intervals)"},
     {"kubeconfig", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(kubeconfig),
@@ -49,8 +49,8 @@ const vmlet_cfg_option_t launcher_options[] = {
      "one directory per VM: sockets, writable disk, console log, record"},
     {"log-dir", VMLET_CFG_STRING, "/var/log/pods", 0, 0, NULL, OPT(log_dir),
      "containers' logs, as the kubelet keeps them (<ns>_<pod>_<uid>/<container>/<n>.log)"},
-    {"container-log-max-size", VMLET_CFG_STRING, "10Mi", 0, 0, NULL,
-     OPT(container_log_max_size), "a container's log file rotates at this size"},
+    {"container-log-max-size", VMLET_CFG_STRING, "10Mi", 0, 0, NULL, OPT(container_log_max_size),
+     "a container's log file rotates at this size"},
     {"container-log-max-files", VMLET_CFG_INT, "5", 1, 100, NULL, OPT(container_log_max_files),
      "log files kept per container run, the current one included"},
     {"vmm", VMLET_CFG_ENUM, "qemu", 0, 0, "qemu|firecracker", OPT(vmm),
@@ -151,6 +151,16 @@ int64_t launcher_used(launcher_t *l, int64_t *cpu_millis, int64_t *memory_bytes)
     return pods;
 }
 
+// vmlet_launcher_vms_by_state: this launcher's pods by their VM's state.
+static void s_count_states(launcher_t *self)
+{
+    int counts[PV_FAILED + 1] = {0};
+    for (pod_vm_t *p = zhashx_first(self->pods); p; p = zhashx_next(self->pods))
+        counts[p->state]++;
+    for (int s = 0; s <= PV_FAILED; s++)
+        vmlet_gauge_set(self->vms_by_state[s], counts[s]);
+}
+
 static void s_announce(launcher_t *self)
 {
     Vmlet__LauncherCapacity cap = VMLET__LAUNCHER_CAPACITY__INIT;
@@ -190,7 +200,8 @@ static void s_announce(launcher_t *self)
     env.launcher_capacity = &cap;
     launcher_publish(self, &env);
     vmlet_gauge_set(self->vms, (double)pods_used);
-    launcher_drained(self); // vmlet_launcher_draining follows `vmletctl drain`
+    s_count_states(self);
+    launcher_drained(self);                  // vmlet_launcher_draining follows `vmletctl drain`
     session_server_announce(self->sessions); // its presence expires with the capacity's
 }
 
@@ -319,8 +330,8 @@ static bool s_owned_elsewhere(launcher_t *self, const char *uid)
     freeReplyObject(r);
     bool theirs = false;
     if (rec && rec->launcher_id && strcmp(rec->launcher_id, self->id) != 0) {
-        redisReply *alive = vmlet_store_command(self->store, NULL, "EXISTS vmlet:launcher:%s",
-                                                rec->launcher_id);
+        redisReply *alive =
+            vmlet_store_command(self->store, NULL, "EXISTS vmlet:launcher:%s", rec->launcher_id);
         theirs = alive && alive->type == REDIS_REPLY_INTEGER && alive->integer == 1;
         freeReplyObject(alive);
     }
@@ -447,7 +458,8 @@ static int s_sizes(launcher_t *self, vmlet_err_t *err)
 {
     const launcher_settings_t *s = self->settings;
     int64_t log_size;
-    if (s_bytes_setting("default-memory", s->default_memory, &self->sizes.default_memory_bytes, err) < 0 ||
+    if (s_bytes_setting("default-memory", s->default_memory, &self->sizes.default_memory_bytes,
+                        err) < 0 ||
         s_bytes_setting("guest-memory-overhead", s->guest_memory_overhead,
                         &self->sizes.guest_overhead_bytes, err) < 0 ||
         s_bytes_setting("vmm-memory-overhead", s->vmm_memory_overhead,
@@ -478,7 +490,8 @@ static void s_host_ip(launcher_t *self)
     for (struct ifaddrs *a = list; a; a = a->ifa_next) {
         if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET)
             continue;
-        if (strcmp(a->ifa_name, "lo") == 0 || strcmp(a->ifa_name, self->settings->net_host_veth) == 0)
+        if (strcmp(a->ifa_name, "lo") == 0 ||
+            strcmp(a->ifa_name, self->settings->net_host_veth) == 0)
             continue;
         inet_ntop(AF_INET, &((struct sockaddr_in *)a->ifa_addr)->sin_addr, self->host_ip,
                   sizeof self->host_ip);
@@ -491,12 +504,14 @@ static int s_vmm(launcher_t *self, vmlet_err_t *err)
 {
     const launcher_settings_t *s = self->settings;
     if (!s->kernel[0] || access(s->kernel, R_OK) != 0)
-        return vmlet_err_set(err, "guest kernel \"%s\" is not readable: set --kernel (the build "
-                                  "fetches one with guest/kernel/fetch.sh)",
+        return vmlet_err_set(err,
+                             "guest kernel \"%s\" is not readable: set --kernel (the build "
+                             "fetches one with guest/kernel/fetch.sh)",
                              s->kernel);
     if (!s->initramfs[0] || access(s->initramfs, R_OK) != 0)
-        return vmlet_err_set(err, "guest initramfs \"%s\" is not readable: set --initramfs (the "
-                                  "build makes build/guest/initramfs.cpio.gz)",
+        return vmlet_err_set(err,
+                             "guest initramfs \"%s\" is not readable: set --initramfs (the "
+                             "build makes build/guest/initramfs.cpio.gz)",
                              s->initramfs);
     vmm_settings_t vs = {
         .backend = s->vmm,
@@ -541,9 +556,9 @@ static void s_metrics(launcher_t *self)
     self->boots = vmlet_metrics_counter(m, "vmlet_launcher_boots_total", "VMs booted.", NULL);
     self->boot_failures = vmlet_metrics_counter(m, "vmlet_launcher_boot_failures_total",
                                                 "Boots that failed or timed out.", NULL);
-    self->protocol_errors = vmlet_metrics_counter(m, "vmlet_launcher_agent_protocol_errors_total",
-                                                  "Guest agents cut off for breaking the protocol.",
-                                                  NULL);
+    self->protocol_errors =
+        vmlet_metrics_counter(m, "vmlet_launcher_agent_protocol_errors_total",
+                              "Guest agents cut off for breaking the protocol.", NULL);
     self->output_bytes = vmlet_metrics_counter(m, "vmlet_launcher_output_bytes_total",
                                                "Container output written to logs.", NULL);
     self->adopted = vmlet_metrics_counter(m, "vmlet_launcher_vms_adopted_total",
@@ -558,8 +573,26 @@ static void s_metrics(launcher_t *self)
         NULL);
     static const double bounds[] = {0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60};
     self->boot_seconds = vmlet_metrics_histogram(m, "vmlet_launcher_boot_seconds",
-                                                 "From VMM start to the guest agent's hello.",
-                                                 NULL, bounds, sizeof bounds / sizeof bounds[0]);
+                                                 "From VMM start to the guest agent's hello.", NULL,
+                                                 bounds, sizeof bounds / sizeof bounds[0]);
+    for (int s = 0; s <= PV_FAILED; s++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "state=\"%s\"", pod_vm_state_name((pv_state_t)s));
+        self->vms_by_state[s] =
+            vmlet_metrics_gauge(m, "vmlet_launcher_vms_by_state",
+                                "This launcher's pods by the state of their VM.", labels);
+    }
+    static const char *const phases[] = {"image", "boot", "container", "total"};
+    static const double start_bounds[] = {0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120};
+    for (int p = 0; p < 4; p++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "phase=\"%s\"", phases[p]);
+        self->start_phase[p] = vmlet_metrics_histogram(
+            m, "vmlet_launcher_pod_start_seconds",
+            "A pod's start by phase: image (until its VMM starts), boot (until the agent's "
+            "hello), container (until its containers run), total.",
+            labels, start_bounds, sizeof start_bounds / sizeof start_bounds[0]);
+    }
 }
 
 // `vmlet down`: every VM killed, every record and lease dropped, the
@@ -617,16 +650,18 @@ void *launcher_start(vmlet_service_t *service, vmlet_err_t *err)
     vmlet_err_t kerr = {0};
     if (vmlet_kube_config_load(s->kubeconfig, &self->kube_config, &kerr) < 0 ||
         !(self->kube = vmlet_kube_new(&self->kube_config, &kerr)))
-        vmlet_log_warn(self->log, NULL, "no API server (%s): pods that use Secrets or ConfigMaps "
-                                        "will wait", kerr.msg);
+        vmlet_log_warn(self->log, NULL,
+                       "no API server (%s): pods that use Secrets or ConfigMaps "
+                       "will wait",
+                       kerr.msg);
     else
         vmlet_kube_set_metrics(self->kube, vmlet_service_metrics(self->service));
     self->sessions = session_server_new(self);
     int adopted = pod_record_adopt_all(self);
     if (adopted > 0)
         vmlet_log_info(self->log, NULL, "adopted %d pods' VMs from before the restart", adopted);
-    self->announce_timer = zloop_timer(self->loop, (size_t)s->announce_interval_ms, 0,
-                                       s_on_announce, self);
+    self->announce_timer =
+        zloop_timer(self->loop, (size_t)s->announce_interval_ms, 0, s_on_announce, self);
     self->first_announce_timer = zloop_timer(self->loop, 50, 0, s_on_first_announce, self);
     self->tick_timer = zloop_timer(self->loop, TICK_MS, 0, s_on_tick, self);
     return self;

@@ -67,6 +67,8 @@ typedef struct {
     vmlet_metric_t *adopted;
     vmlet_metric_t *refused;
     vmlet_metric_t *boot_seconds;
+    vmlet_metric_t *vms_by_state[7]; // by pv_state_t
+    vmlet_metric_t *start_phase[4];  // by start_phase_t
     vmlet_metric_t *stats_samples;
     vmlet_metric_t *stats_guest_cpu;
 } launcher_t;
@@ -96,9 +98,22 @@ typedef struct {
     Vmlet__ImageConfig *config;
 } pod_image_t;
 
+// The parts of a pod's start, as vmlet_launcher_pod_start_seconds{phase}.
+typedef enum {
+    START_IMAGE,     // LaunchRequest taken -> images ready and the VMM started
+    START_BOOT,      // VMM started -> the guest agent's hello
+    START_CONTAINER, // hello -> the containers running
+    START_TOTAL,     // LaunchRequest taken -> the containers running
+} start_phase_t;
+
 struct pod_vm {
     launcher_t *l;
     char uid[64];
+    // Monotonic: when this launcher took the pod (0 for a VM adopted after
+    // a restart: its start was timed by the launcher before), and when its
+    // agent said hello. start_timed once the start has been observed.
+    int64_t made_ms, hello_ms;
+    bool start_timed;
     char desc[400]; // "name_namespace(uid)", as the kubelet names a pod in messages
     Vmlet__PodSpec *spec;
     char spec_hash[64];
@@ -143,7 +158,7 @@ struct pod_vm {
     int64_t poweroff_deadline_ms;
     // when a retryable problem is looked at again (images, secrets...)
     int64_t next_retry_ms;
-    zlistx_t *execs; // exec_session_t
+    zlistx_t *execs;    // exec_session_t
     pod_stats_t *stats; // sampling for kubectl top (pod_stats.c), or NULL
 };
 

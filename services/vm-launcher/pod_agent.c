@@ -98,6 +98,7 @@ static void s_on_hello(pod_vm_t *self, const Vmlet__AgentHello *hello)
     if (self->state == PV_BOOTING) {
         double took = (double)(vmlet_now_ms() - self->boot_started_ms) / 1000.0;
         vmlet_histogram_observe(l->boot_seconds, took);
+        self->hello_ms = vmlet_now_ms();
         vmlet_log_info(l->log, VMLET_KV({"pod", self->desc}), "guest agent up after %.2f s", took);
         self->boot_failures = 0;
     }

@@ -339,6 +339,7 @@ static void s_adopt_one(launcher_t *l, const char *uid)
     if (!rec)
         return;
     pod_vm_t *pod = pod_vm_new(l, uid);
+    pod->made_ms = 0; // found again after a restart: its start is not this launcher's to time
     s_restore(pod, rec);
     vmlet__vm_record__free_unpacked(rec, NULL);
     vmlet_err_t err = {0};

@@ -24,18 +24,30 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RETRY_MS 2000            // a pending pod looks again this often
-#define CONNECT_RETRY_MS 200     // the agent's socket, while booting
-#define POWEROFF_WAIT_MS 10000   // after PowerOff, before the hard stop
+#define RETRY_MS 2000          // a pending pod looks again this often
+#define CONNECT_RETRY_MS 200   // the agent's socket, while booting
+#define POWEROFF_WAIT_MS 10000 // after PowerOff, before the hard stop
 #define BOOT_BACKOFF_INITIAL_MS 1000
 #define BOOT_BACKOFF_MAX_MS 60000
 
-static const char *const state_names[] = {"pending", "booting", "setup",  "running",
+static const char *const state_names[] = {"pending",  "booting", "setup", "running",
                                           "stopping", "stopped", "failed"};
 
 const char *pod_vm_state_name(pv_state_t state)
 {
     return state_names[state];
+}
+
+// The first time the pod runs: how long each part of its start took.
+static void s_time_start(pod_vm_t *self)
+{
+    int64_t now = vmlet_now_ms();
+    const int64_t spans[] = {self->boot_started_ms - self->made_ms,
+                             self->hello_ms - self->boot_started_ms, now - self->hello_ms,
+                             now - self->made_ms};
+    for (int p = START_IMAGE; p <= START_TOTAL; p++)
+        vmlet_histogram_observe(self->l->start_phase[p], (double)spans[p] / 1000.0);
+    self->start_timed = true;
 }
 
 void pod_vm_set_state(pod_vm_t *self, pv_state_t state, const char *reason, const char *message)
@@ -47,6 +59,8 @@ void pod_vm_set_state(pod_vm_t *self, pv_state_t state, const char *reason, cons
                        VMLET_KV({"pod", self->desc}, {"from", state_names[self->state]},
                                 {"to", state_names[state]}, {"reason", reason ? reason : ""}),
                        "%s", message && *message ? message : "state");
+    if (state == PV_RUNNING && !self->start_timed && self->made_ms && self->hello_ms)
+        s_time_start(self);
     self->state = state;
     snprintf(self->reason, sizeof self->reason, "%s", reason ? reason : "");
     snprintf(self->message, sizeof self->message, "%s", message ? message : "");
@@ -76,6 +90,7 @@ static const Vmlet__Container *s_spec_container(const pod_vm_t *self, size_t i)
 pod_vm_t *pod_vm_new(launcher_t *l, const char *uid)
 {
     pod_vm_t *self = vmlet_xcalloc(1, sizeof *self);
+    self->made_ms = vmlet_now_ms();
     self->l = l;
     snprintf(self->uid, sizeof self->uid, "%s", uid);
     snprintf(self->desc, sizeof self->desc, "%s", uid);
@@ -160,8 +175,8 @@ static int s_load_spec(pod_vm_t *self)
     if (!spec)
         return err.code == ENOENT ? 0 : -1;
     bool deleting = spec->has_deletion_unix_ms && spec->deletion_unix_ms > 0;
-    int64_t grace = spec->has_deletion_grace_period_seconds ? spec->deletion_grace_period_seconds
-                                                            : -1;
+    int64_t grace =
+        spec->has_deletion_grace_period_seconds ? spec->deletion_grace_period_seconds : -1;
     s_take_spec(self, spec);
     if (deleting) {
         pod_vm_stop(self, grace, "deleted");
@@ -214,17 +229,21 @@ static bool s_admit(pod_vm_t *self)
     int64_t pods = launcher_used(l, &cpu_used, &mem_used);
     char message[512];
     if (pods >= l->settings->max_pods) {
-        snprintf(message, sizeof message, "Pod Node didn't have enough resource: pods, "
-                 "requested: 1, used: %lld, capacity: %ld", (long long)pods, l->settings->max_pods);
+        snprintf(message, sizeof message,
+                 "Pod Node didn't have enough resource: pods, "
+                 "requested: 1, used: %lld, capacity: %ld",
+                 (long long)pods, l->settings->max_pods);
         pod_vm_set_state(self, PV_FAILED, "OutOfpods", message);
     } else if (self->size.cpu_millis_request + cpu_used > l->allocatable.cpu_millis) {
-        snprintf(message, sizeof message, "Pod Node didn't have enough resource: cpu, "
+        snprintf(message, sizeof message,
+                 "Pod Node didn't have enough resource: cpu, "
                  "requested: %lld, used: %lld, capacity: %lld",
                  (long long)self->size.cpu_millis_request, (long long)cpu_used,
                  (long long)l->allocatable.cpu_millis);
         pod_vm_set_state(self, PV_FAILED, "OutOfcpu", message);
     } else if (self->size.host_memory_bytes + mem_used > l->allocatable.memory_bytes) {
-        snprintf(message, sizeof message, "Pod Node didn't have enough resource: memory, "
+        snprintf(message, sizeof message,
+                 "Pod Node didn't have enough resource: memory, "
                  "requested: %lld, used: %lld, capacity: %lld",
                  (long long)self->size.host_memory_bytes, (long long)mem_used,
                  (long long)l->allocatable.memory_bytes);
@@ -252,13 +271,15 @@ static void s_boot_failed(pod_vm_t *self, const char *why)
         vmm_remove_files(self->vm, NULL);
         vmm_release(&self->vm);
     }
-    int64_t delay = BOOT_BACKOFF_INITIAL_MS << (self->boot_failures < 7 ? self->boot_failures - 1 : 6);
+    int64_t delay = BOOT_BACKOFF_INITIAL_MS
+                    << (self->boot_failures < 7 ? self->boot_failures - 1 : 6);
     if (delay > BOOT_BACKOFF_MAX_MS)
         delay = BOOT_BACKOFF_MAX_MS;
     self->next_boot_ms = vmlet_now_ms() + delay;
     char message[512];
-    snprintf(message, sizeof message, "booting the VM failed (%d so far): %s; trying again in %llds",
-             self->boot_failures, why, (long long)(delay / 1000));
+    snprintf(message, sizeof message,
+             "booting the VM failed (%d so far): %s; trying again in %llds", self->boot_failures,
+             why, (long long)(delay / 1000));
     vmlet_log_warn(l->log, VMLET_KV({"pod", self->desc}), "%s", message);
     for (size_t i = 0; i < self->n_ctrs; i++)
         if (!self->ctrs[i].done && self->ctrs[i].phase == CTR_WAITING &&
@@ -266,7 +287,6 @@ static void s_boot_failed(pod_vm_t *self, const char *why)
             ctr_wait(&self->ctrs[i], self->ctrs[i].reason, message);
     pod_vm_set_state(self, PV_PENDING, "BootFailed", message);
 }
-
 
 static void s_boot(pod_vm_t *self)
 {
@@ -387,8 +407,8 @@ void pod_vm_on_vm_exit(pod_vm_t *self)
     pv_state_t was = self->state;
     bool expected = self->stop_requested || self->poweroff_sent;
     // Whatever ran in it ended with it.
-    pod_vm_end_running(self, expected ? "stopped with the pod's VM"
-                                      : "the pod's VM stopped unexpectedly",
+    pod_vm_end_running(self,
+                       expected ? "stopped with the pod's VM" : "the pod's VM stopped unexpectedly",
                        !expected);
     s_release_vm(self);
     if (expected || was == PV_STOPPING) {
@@ -418,7 +438,9 @@ void pod_vm_end_running(pod_vm_t *self, const char *message, bool may_restart)
         if (c->phase != CTR_RUNNING)
             continue;
         cri_log_close(&self->logs[i]);
-        ctr_exit_t e = {.exit_code = 137, .signal = SIGKILL, .started_unix_ms = c->started_unix_ms,
+        ctr_exit_t e = {.exit_code = 137,
+                        .signal = SIGKILL,
+                        .started_unix_ms = c->started_unix_ms,
                         .finished_unix_ms = now};
         snprintf(e.reason, sizeof e.reason, "Error");
         snprintf(e.message, sizeof e.message, "%s", message);
@@ -510,8 +532,8 @@ static int s_stop_signal(const pod_vm_t *self, size_t i)
     static const struct {
         const char *name;
         int sig;
-    } signals[] = {{"SIGTERM", SIGTERM}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT},
-                   {"SIGKILL", SIGKILL}, {"SIGHUP", SIGHUP}, {"SIGUSR1", SIGUSR1},
+    } signals[] = {{"SIGTERM", SIGTERM}, {"SIGINT", SIGINT},    {"SIGQUIT", SIGQUIT},
+                   {"SIGKILL", SIGKILL}, {"SIGHUP", SIGHUP},    {"SIGUSR1", SIGUSR1},
                    {"SIGUSR2", SIGUSR2}, {"SIGWINCH", SIGWINCH}};
     for (size_t s = 0; s < sizeof signals / sizeof signals[0]; s++)
         if (strcmp(name, signals[s].name) == 0 || strcmp(name, signals[s].name + 3) == 0)
@@ -607,9 +629,10 @@ void pod_vm_restart_container(pod_vm_t *self, const char *name, const char *reas
     ctr_t *c = pod_vm_ctr(self, name, &i);
     if (!c || c->phase != CTR_RUNNING || self->stop_requested)
         return;
-    vmlet_log_info(self->l->log, VMLET_KV({"pod", self->desc}, {"container", name},
-                                          {"reason", reason ? reason : ""}),
-                   "restarting: %s", message ? message : "");
+    vmlet_log_info(
+        self->l->log,
+        VMLET_KV({"pod", self->desc}, {"container", name}, {"reason", reason ? reason : ""}),
+        "restarting: %s", message ? message : "");
     s_signal(self, i, s_stop_signal(self, i));
     if (grace_s < 0)
         grace_s = self->spec->has_termination_grace_period_seconds
@@ -739,10 +762,10 @@ void pod_vm_desired(pod_vm_t *self, const char *spec_hash)
         if (!spec && err.code == ENOENT)
             pod_vm_stop(self, -1, "gone");
         else if (spec && spec->has_deletion_unix_ms && spec->deletion_unix_ms > 0)
-            pod_vm_stop(self, spec->has_deletion_grace_period_seconds
-                                  ? spec->deletion_grace_period_seconds
-                                  : -1,
-                        "deleted");
+            pod_vm_stop(
+                self,
+                spec->has_deletion_grace_period_seconds ? spec->deletion_grace_period_seconds : -1,
+                "deleted");
         if (spec)
             vmlet__pod_spec__free_unpacked(spec, NULL);
         return;

@@ -403,6 +403,28 @@ static void test_idle_stream_is_closed(void **state)
     assert_true(took >= atoi(IDLE_S) * 1000 - 1000);
 }
 
+// The first launcher timed its pod's start by phase and counts its VM as
+// running.
+static void test_launcher_start_metrics(void **state)
+{
+    (void)state;
+    const char *phases[] = {"image", "boot", "container", "total"};
+    for (int i = 0; i < 4; i++) {
+        char series[120];
+        snprintf(series, sizeof series, "vmlet_launcher_pod_start_seconds_count{phase=\"%s\"}",
+                 phases[i]);
+        assert_true(ts_service_metric(&g->stack.launcher, series) >= 1);
+    }
+    double running = 0;
+    for (int i = 0; i < 100 && running < 1; i++) { // counted at each capacity announcement
+        running =
+            ts_service_metric(&g->stack.launcher, "vmlet_launcher_vms_by_state{state=\"running\"}");
+        if (running < 1)
+            usleep(100 * 1000);
+    }
+    assert_true(running >= 1);
+}
+
 // Two launchers (two hosts): each request reaches the one that holds the
 // pod's VM.
 static void test_each_pod_through_its_own_launcher(void **state)
@@ -449,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_killed_client_leaves_nothing),
         cmocka_unit_test(test_idle_stream_is_closed),
         cmocka_unit_test(test_each_pod_through_its_own_launcher),
+        cmocka_unit_test(test_launcher_start_metrics),
     };
     if (getenv("VMLET_TEST_FILTER"))
         cmocka_set_test_filter(getenv("VMLET_TEST_FILTER"));

@@ -9,7 +9,7 @@
 #
 # Names: bus k8s-watcher image-builder vm-launcher prober status-reporter
 # kubelet-api redis. vm-launcher also holds QEMU (its libraries, firmware
-# from /usr/share/qemu and /usr/share/seabios), mkfs.ext4 (it makes each
+# from /usr/share/qemu and /usr/share/seabios, its TCG module), mkfs.ext4 (it makes each
 # pod's scratch disk) and the guest kernel and initramfs of the build; its
 # network work (nftables, links, namespaces) goes through libraries, not
 # programs. redis is Debian's redis-server.
@@ -131,7 +131,13 @@ stage() {
     put "$s" "$qemu" /usr/bin/qemu-system-x86_64
     put "$s" "$mkfs" /usr/sbin/mkfs.ext4
     [ -f /etc/mke2fs.conf ] && put "$s" /etc/mke2fs.conf /etc/mke2fs.conf
-    libs "$s" "$qemu" "$mkfs"
+    # Debian builds TCG as a module QEMU loads at start ("could not load
+    # module for type 'tcg-accel-ops'" without it); the other modules are
+    # devices and displays a microvm does not use.
+    local mod=/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so
+    [ -f "$mod" ] || die "$mod missing (QEMU's TCG module; reinstall qemu-system-x86)"
+    put "$s" "$mod"
+    libs "$s" "$qemu" "$mkfs" "$mod"
     mkdir -p "$s/usr/share"
     cp -rL /usr/share/qemu "$s/usr/share/qemu"
     cp -rL /usr/share/seabios "$s/usr/share/seabios"

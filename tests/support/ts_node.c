@@ -55,7 +55,12 @@ static int s_start_kapi(ts_node_t *n, int port, const char *node, const char *co
 
 int ts_node_start(ts_node_t *n, const char *prefix, const char *const kapi_extra[])
 {
+    const char *service_kubeconfig = n->service_kubeconfig;
     memset(n, 0, sizeof *n);
+    n->service_kubeconfig = service_kubeconfig;
+    char kubeconfig[600] = "";
+    if (service_kubeconfig) // later flags win over the stack's own
+        snprintf(kubeconfig, sizeof kubeconfig, "--kubeconfig=%s", service_kubeconfig);
     char suffix[9], node[96];
     vmlet_random_hex(suffix, 4);
     snprintf(node, sizeof node, "%s-%s", prefix, suffix);
@@ -75,9 +80,13 @@ int ts_node_start(ts_node_t *n, const char *prefix, const char *const kapi_extra
     snprintf(insecure, sizeof insecure, "--insecure-registries=%s", n->registry.host);
     snprintf(kport, sizeof kport, "--kubelet-port=%d", port);
     const char *const builder[] = {cache, insecure, NULL};
-    const char *const watcher[] = {"--retry-interval=1s", kport, NULL};
-    const char *const launcher[] = {"--boot-timeout=120s", NULL};
-    const char *const reporter[] = {"--resync-interval=2s", NULL};
+    snprintf(n->watcher_flags[0], sizeof n->watcher_flags[0], "%s", kport);
+    snprintf(n->watcher_flags[1], sizeof n->watcher_flags[1], "%s", kubeconfig);
+    const char *const watcher[] = {"--retry-interval=1s", kport, kubeconfig[0] ? kubeconfig : NULL,
+                                   NULL};
+    const char *const launcher[] = {"--boot-timeout=120s", kubeconfig[0] ? kubeconfig : NULL, NULL};
+    const char *const reporter[] = {"--resync-interval=2s", kubeconfig[0] ? kubeconfig : NULL,
+                                    NULL};
     if (s_start_kapi(n, port, node, kapi_extra) < 0 ||
         ts_stack_service(&n->stack, "image-builder", &n->stack.builder, builder) < 0 ||
         ts_stack_service(&n->stack, "vm-launcher", &n->stack.launcher, launcher) < 0 ||
@@ -110,6 +119,22 @@ void ts_node_remove_launcher(ts_service_t *svc, ts_stack_t *own)
         ts_remove_dir(own->dir);
         free(own->dir);
     }
+}
+
+int ts_node_restart_watcher(ts_node_t *n)
+{
+    ts_stack_service_stop(&n->stack.watcher);
+    const char *const watcher[] = {"--retry-interval=1s", n->watcher_flags[0],
+                                   n->watcher_flags[1][0] ? n->watcher_flags[1] : NULL, NULL};
+    return ts_stack_service(&n->stack, "k8s-watcher", &n->stack.watcher, watcher);
+}
+
+int ts_node_restart_reporter(ts_node_t *n)
+{
+    ts_stack_service_stop(&n->stack.reporter);
+    const char *const reporter[] = {"--resync-interval=2s",
+                                    n->watcher_flags[1][0] ? n->watcher_flags[1] : NULL, NULL};
+    return ts_stack_service(&n->stack, "status-reporter", &n->stack.reporter, reporter);
 }
 
 void ts_node_stop(ts_node_t *n)

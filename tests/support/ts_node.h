@@ -18,9 +18,16 @@ typedef struct {
     char busybox[200]; // the image reference to use in pods
     char layout[300];
     char *kubectl, *kubeconfig; // the bed's, for commands of the test's own
+    // Set before ts_node_start: the kubeconfig the services use instead of
+    // the bed's vmlet one (an identity with other rights).
+    const char *service_kubeconfig;
+    // What k8s-watcher was started with ([1], the kubeconfig, also
+    // status-reporter), for restarts.
+    char watcher_flags[2][600];
 } ts_node_t;
 
-// Starts it all; node and namespace are named prefix-<random>. kapi_extra:
+// Starts it all (n zeroed but for service_kubeconfig); node and namespace
+// are named prefix-<random>. kapi_extra:
 // more flags for the kubelet API (NULL-terminated, may be NULL). 0 or -1.
 int ts_node_start(ts_node_t *n, const char *prefix, const char *const kapi_extra[]);
 // Another vm-launcher on the node, as on a second host: its own network
@@ -29,6 +36,12 @@ int ts_node_start(ts_node_t *n, const char *prefix, const char *const kapi_extra
 int ts_node_add_launcher(ts_node_t *n, ts_service_t *svc, ts_stack_t *own);
 // Stops it and frees own's flags and directory.
 void ts_node_remove_launcher(ts_service_t *svc, ts_stack_t *own);
+
+// Stops k8s-watcher and starts it again with the same flags (it adopts
+// the Node it made). 0 or -1.
+int ts_node_restart_watcher(ts_node_t *n);
+// The same for status-reporter (its watches end, and start again).
+int ts_node_restart_reporter(ts_node_t *n);
 
 // Deletes the namespace and the Node, stops everything (VMs included).
 void ts_node_stop(ts_node_t *n);

@@ -323,8 +323,9 @@ static void s_expect_failure(fixture_t *f, const char *image, const char *want)
 static void s_last_layer(const char *image, char *digest, size_t cap)
 {
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "skopeo inspect --raw --tls-verify=false docker://%s | "
-                              "grep -o 'sha256:[0-9a-f]*' | tail -1",
+    snprintf(cmd, sizeof cmd,
+             "skopeo inspect --raw --tls-verify=false docker://%s | "
+             "grep -o 'sha256:[0-9a-f]*' | tail -1",
              image);
     FILE *p = popen(cmd, "r");
     assert_non_null(fgets(digest, (int)cap, p));
@@ -374,7 +375,13 @@ static bool s_progress_partway(void *arg)
         if (f->progress_total > 0 && f->progress_done > 0 && f->progress_done < f->progress_total)
             return true;
     vmlet_bus_client_flush(f->client, 0, NULL);
-    return false;
+    // Or the cache says so: a blob being written, not empty. (Progress
+    // reports missed the window twice in fresh-clone runs; the file is the
+    // state the test needs anyway.)
+    char cmd[600];
+    snprintf(cmd, sizeof cmd,
+             "find %s/blobs/sha256 -name '*.partial.*' -size +0 2>/dev/null | grep -q .", f->cache);
+    return system(cmd) == 0;
 }
 
 static void test_killed_builder_resumes_without_refetching(void **state)
@@ -382,7 +389,7 @@ static void test_killed_builder_resumes_without_refetching(void **state)
     fixture_t *f = *state;
     char image[200];
     s_push(f, "big", "big:1", image, sizeof image);
-    static const char *const slow[] = {"--max-download-rate=8Mi", "--parallel-blobs=1",
+    static const char *const slow[] = {"--max-download-rate=4Mi", "--parallel-blobs=1",
                                        "--progress-interval=100ms", NULL};
     assert_int_equal(s_start_builder(f, slow), 0);
     s_request(f, image, "image/big", "IfNotPresent", NULL, NULL);
@@ -496,7 +503,8 @@ static void test_cache_budget_spares_images_in_use(void **state)
     blob_t kept = {f, digest_used};
     assert_false(s_rootfs_gone(&kept));
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "redis-cli -p %d -a %s --no-auth-warning EXISTS vmlet:image-digest:%s | grep -q 0",
+    snprintf(cmd, sizeof cmd,
+             "redis-cli -p %d -a %s --no-auth-warning EXISTS vmlet:image-digest:%s | grep -q 0",
              f->stack.redis.port, f->stack.redis.password, digest_unused);
     assert_int_equal(system(cmd), 0);
     // Asked for again, it is pulled again.

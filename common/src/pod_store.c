@@ -44,10 +44,18 @@ int vmlet_pod_store_put(vmlet_store_t *store, const Vmlet__PodSpec *spec, const 
         "redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'hash', ARGV[2], 'namespace', ARGV[3], "
         "'name', ARGV[4]) redis.call('SADD', 'vmlet:pods', ARGV[5]) "
         "redis.call('SET', 'vmlet:pod-name:' .. ARGV[3] .. '/' .. ARGV[4], ARGV[5]) return 1";
-    const char *argv[] = {"EVAL", script, "1", key, (const char *)bytes, hash,
-                          spec->pod->namespace_, spec->pod->name, uid};
-    size_t lens[] = {4, strlen(script), 1, strlen(key), len, strlen(hash),
-                     strlen(spec->pod->namespace_), strlen(spec->pod->name), strlen(uid)};
+    const char *argv[] = {
+        "EVAL",          script, "1", key, (const char *)bytes, hash, spec->pod->namespace_,
+        spec->pod->name, uid};
+    size_t lens[] = {4,
+                     strlen(script),
+                     1,
+                     strlen(key),
+                     len,
+                     strlen(hash),
+                     strlen(spec->pod->namespace_),
+                     strlen(spec->pod->name),
+                     strlen(uid)};
     redisReply *r = vmlet_store_commandv(store, err, 9, argv, lens);
     free(bytes);
     char what[200];
@@ -106,6 +114,36 @@ int vmlet_pod_store_delete(vmlet_store_t *store, const char *uid, vmlet_err_t *e
     return s_ok(r, err, what);
 }
 
+// Without the name index (a pod stored by a vmlet from before it, whose
+// spec has not changed since): look through the pods, and write the index
+// for next time.
+static int s_uid_by_scan(vmlet_store_t *store, const char *namespace_, const char *name, char *uid,
+                         size_t cap, vmlet_err_t *err)
+{
+    char **uids;
+    size_t n;
+    if (vmlet_pod_store_uids(store, &uids, &n, err) < 0)
+        return -1;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        redisReply *r =
+            vmlet_store_command(store, NULL, "HMGET vmlet:pod:%s namespace name", uids[i]);
+        found = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING &&
+                r->element[1]->type == REDIS_REPLY_STRING &&
+                strcmp(r->element[0]->str, namespace_) == 0 &&
+                strcmp(r->element[1]->str, name) == 0 && strlen(uids[i]) < cap;
+        freeReplyObject(r);
+        if (found) {
+            snprintf(uid, cap, "%s", uids[i]);
+            freeReplyObject(vmlet_store_command(store, NULL, "SET vmlet:pod-name:%s/%s %s",
+                                                namespace_, name, uid));
+        }
+    }
+    vmlet_pod_store_free_uids(uids, n);
+    return found;
+}
+
 int vmlet_pod_store_uid_of(vmlet_store_t *store, const char *namespace_, const char *name,
                            char *uid, size_t cap, vmlet_err_t *err)
 {
@@ -116,7 +154,7 @@ int vmlet_pod_store_uid_of(vmlet_store_t *store, const char *namespace_, const c
     if (found)
         snprintf(uid, cap, "%s", r->str);
     freeReplyObject(r);
-    return found;
+    return found ? 1 : s_uid_by_scan(store, namespace_, name, uid, cap, err);
 }
 
 int vmlet_pod_store_uids(vmlet_store_t *store, char ***uids, size_t *n, vmlet_err_t *err)

@@ -87,8 +87,8 @@ static void test_clear_errors(void **state)
     freeReplyObject(r);
     vmlet_store_destroy(&store);
 
-    static const char *const bad[] = {"http://x", "redis://", "redis://h:99999",
-                                      "redis://user@h", "redis://h/abc"};
+    static const char *const bad[] = {"http://x", "redis://", "redis://h:99999", "redis://user@h",
+                                      "redis://h/abc"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_null(vmlet_store_new(bad[i], NULL, f->log, f->metrics, &err));
         assert_non_null(strstr(err.msg, "redis url"));
@@ -125,6 +125,16 @@ static void test_pods_by_name(void **state)
     assert_string_equal(uid, "uid-2");
     assert_int_equal(vmlet_pod_store_delete(store, "uid-2", NULL), 0);
     assert_int_equal(vmlet_pod_store_uid_of(store, "web", "front", uid, sizeof uid, NULL), 0);
+    // A pod stored before the name index existed is found all the same,
+    // and indexed from then on.
+    s_put_pod(store, "uid-3", "old");
+    redisReply *r = vmlet_store_command(store, NULL, "DEL vmlet:pod-name:web/old");
+    freeReplyObject(r);
+    assert_int_equal(vmlet_pod_store_uid_of(store, "web", "old", uid, sizeof uid, NULL), 1);
+    assert_string_equal(uid, "uid-3");
+    r = vmlet_store_command(store, NULL, "EXISTS vmlet:pod-name:web/old");
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
     vmlet_store_destroy(&store);
 }
 
@@ -151,8 +161,8 @@ static void test_restart_under_load(void **state)
             restarted = true;
         }
     }
-    double errors = vmlet_metric_value(
-        vmlet_metrics_counter(f->metrics, "vmlet_redis_errors_total", "", NULL));
+    double errors =
+        vmlet_metric_value(vmlet_metrics_counter(f->metrics, "vmlet_redis_errors_total", "", NULL));
     print_message("%ld INCRs succeeded, %ld failed while Redis restarted; %.0f errors counted\n",
                   ok, failed, errors - errors_before_restart);
     assert_true(ok > 2000 + 100); // it carried on after the restart

@@ -158,7 +158,17 @@ static void s_write(reporter_t *self, pod_t *pod, cJSON *status)
     snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods/%s/status",
              vmlet_json_str(meta, "namespace", NULL), vmlet_json_str(meta, "name", NULL));
     cJSON *patch = cJSON_CreateObject();
-    cJSON_AddItemReferenceToObject(patch, "status", status);
+    cJSON *body = cJSON_Duplicate(status, true);
+    // podIPs merges by "ip" in a strategic merge patch: a VM booted again
+    // with a new address would add it next to the old one, which the API
+    // server refuses (one IP per family). The list is replaced instead.
+    cJSON *ips = cJSON_GetObjectItemCaseSensitive(body, "podIPs");
+    if (cJSON_IsArray(ips)) {
+        cJSON *replace = cJSON_CreateObject();
+        cJSON_AddStringToObject(replace, "$patch", "replace");
+        cJSON_InsertItemInArray(ips, 0, replace);
+    }
+    cJSON_AddItemToObject(patch, "status", body);
     cJSON *updated = NULL;
     long code = 0;
     vmlet_err_t err = {0};
@@ -205,8 +215,8 @@ static void s_finish_deletion(reporter_t *self, pod_t *pod)
     cJSON_AddStringToObject(cJSON_AddObjectToObject(options, "preconditions"), "uid", pod->uid);
     long code = 0;
     vmlet_err_t err = {0};
-    int rc = vmlet_kube_call(self->kube, "DELETE", path, "application/json", options, &code,
-                             NULL, &err);
+    int rc =
+        vmlet_kube_call(self->kube, "DELETE", path, "application/json", options, &code, NULL, &err);
     cJSON_Delete(options);
     if (rc == 0 || code == 404 || code == 409) { // done, gone, or another pod now
         vmlet_counter_inc(self->deletes);

@@ -334,6 +334,15 @@ static void test_status_follows_vm_and_probes(void **state)
     s_expect(f, "job", "status.containerStatuses.[0].ready", "true", 20000);
     s_expect_condition(f, "job", "Ready", "True", NULL);
     s_expect_condition(f, "job", "ContainersReady", "True", NULL);
+    // Its VM booted again elsewhere with another address: podIPs is
+    // replaced, not merged (two IPv4 addresses are refused by the API).
+    ts_stack_report_vm(&f->stack, uid, VMLET__VM_STATE__VM_STATE_RUNNING, "10.88.0.70", &app, 1);
+    s_expect(f, "job", "status.podIP", "10.88.0.70", 20000);
+    char *ips = NULL;
+    ts_kubectl(&ips, "get pod -n %s job -o jsonpath='{.status.podIPs}'", f->ns);
+    if (!strstr(ips, "10.88.0.70") || strstr(ips, "10.88.0.7\""))
+        fail_msg("podIPs: %s", ips);
+    free(ips);
     app.state = "exited:0";
     ts_stack_report_vm(&f->stack, uid, VMLET__VM_STATE__VM_STATE_STOPPED, "10.88.0.7", &app, 1);
     s_expect(f, "job", "status.phase", "Succeeded", 20000);

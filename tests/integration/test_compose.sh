@@ -113,6 +113,14 @@ chown -R 10001:10001 "$TMP/kubeconfig" "$TMP/kubelet-tls"
 chmod 0400 "$TMP/kubeconfig" "$TMP/kubelet-tls"/*
 chmod 0500 "$TMP/kubelet-tls"
 
+# The bus's CURVE certificates: the broker's, and one the services share,
+# authorized by the broker (vmlet-bus --make-cert, as docs/bus.md says).
+mkdir -p "$TMP/curve/authorized"
+"$BIN/vmlet-bus" --make-cert "$TMP/curve/broker" >/dev/null || fail "making the broker's certificate"
+"$BIN/vmlet-bus" --make-cert "$TMP/curve/services" >/dev/null || fail "making the services' certificate"
+cp "$TMP/curve/services" "$TMP/curve/authorized/services"
+chown -R 10001:10001 "$TMP/curve"
+
 declare -A P
 for name in REDIS BUS_PUBLISH BUS_SUBSCRIBE BUS_WORK BUS_HTTP WATCHER_HTTP BUILDER_HTTP \
     LAUNCHER_HTTP PROBER_HTTP REPORTER_HTTP KAPI_HTTP KUBELET SESSION; do
@@ -140,6 +148,7 @@ SESSION_PORT=${P[SESSION]}
 NODE_NAME=$NODE
 KUBECONFIG_FILE=$TMP/kubeconfig
 KUBELET_TLS_DIR=$TMP/kubelet-tls
+CURVE_DIR=$TMP/curve
 INSECURE_REGISTRIES=$BED_REGISTRY
 LAUNCHER_ID=launcher-$SUFFIX
 NET_NETNS=vmletc$SUFFIX
@@ -176,6 +185,18 @@ ready_all() {
 }
 bed_wait_for "every service to be ready (Redis and bus connected)" 60 ready_all ||
     fail "a service is not ready"
+
+# The bus is CURVE-only: a subscriber without a certificate is refused,
+# and the broker counts it.
+timeout 3 "$BIN/vmlet-test-bus-peer" --mode=subscribe \
+    --subscribe="tcp://127.0.0.1:${P[BUS_SUBSCRIBE]}" --tag=rogue --ready-timeout=2s \
+    >"$TMP/rogue.out" 2>&1 || true
+refused() {
+    curl -s --noproxy '*' "http://127.0.0.1:${P[BUS_HTTP]}/metrics" |
+        grep -q '^vmlet_bus_broker_auth_refused_total{socket="subscribe",reason="no-curve"} [1-9]'
+}
+bed_wait_for "the broker to refuse a peer without a certificate" 10 refused ||
+    fail "the compose bus took a peer without a CURVE certificate"
 
 # --- a pod in a VM --------------------------------------------------------
 LAYOUT=$(dirname "$BIN")/compose-busybox

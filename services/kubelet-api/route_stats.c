@@ -30,15 +30,27 @@ static int s_load(vmlet_store_t *store, all_stats_t *out, vmlet_err_t *err)
     if (vmlet_pod_store_uids(store, &uids, &n, err) < 0)
         return -1;
     out->pods = vmlet_xcalloc(n ? n : 1, sizeof *out->pods);
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r = vmlet_store_command(store, NULL, "GET vmlet:stats:%s", uids[i]);
-        if (r && r->type == REDIS_REPLY_STRING) {
-            Vmlet__PodStats *s = vmlet__pod_stats__unpack(NULL, r->len, (uint8_t *)r->str);
-            if (s)
-                out->pods[out->n++] = s;
-        }
-        freeReplyObject(r);
+    // One MGET for every pod's sample: a scrape costs one round trip,
+    // however many pods the node runs.
+    const char **argv = vmlet_xcalloc(n + 1, sizeof *argv);
+    char **keys = vmlet_xcalloc(n ? n : 1, sizeof *keys);
+    argv[0] = "MGET";
+    for (size_t i = 0; i < n; i++)
+        argv[i + 1] = keys[i] = vmlet_xasprintf("vmlet:stats:%s", uids[i]);
+    redisReply *r = n ? vmlet_store_commandv(store, NULL, (int)n + 1, argv, NULL) : NULL;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        Vmlet__PodStats *st = e->type == REDIS_REPLY_STRING
+                                  ? vmlet__pod_stats__unpack(NULL, e->len, (uint8_t *)e->str)
+                                  : NULL;
+        if (st)
+            out->pods[out->n++] = st;
     }
+    freeReplyObject(r);
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+    free(argv);
     vmlet_pod_store_free_uids(uids, n);
     return 0;
 }

@@ -1,6 +1,7 @@
 // vm-launcher: settings, wiring, bus handlers, the tick and capacity
 // announcements (see launcher.h and launcher_internal.h).
 #include "launcher_internal.h"
+#include "vmm_host_client.h"
 #include "session.h"
 
 #include "vmlet/fsutil.h"
@@ -59,6 +60,9 @@ const vmlet_cfg_option_t launcher_options[] = {
      "QEMU's system emulator"},
     {"firecracker-binary", VMLET_CFG_STRING, "firecracker", 0, 0, NULL, OPT(firecracker_binary),
      "Firecracker's binary"},
+    {"vmm-host", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(vmm_host),
+     "a vmlet-vmm-host socket that starts the VMMs, so VMs outlive this process's container "
+     "(\"\": the launcher starts them)"},
     {"accel", VMLET_CFG_ENUM, "auto", 0, 0, "auto|kvm|tcg", OPT(accel),
      "QEMU acceleration: auto uses KVM only when a real KVM_RUN probe works"},
     {"tcg-tb-size", VMLET_CFG_INT, "32", 0, 4096, NULL, OPT(tcg_tb_size_mib),
@@ -519,6 +523,7 @@ static int s_vmm(launcher_t *self, vmlet_err_t *err)
         .firecracker_binary = s->firecracker_binary,
         .accel = s->accel,
         .tcg_tb_size_mib = (int)s->tcg_tb_size_mib,
+        .vmm_host = s->vmm_host,
     };
     self->vmm = vmm_new(&vs, err);
     if (!self->vmm)
@@ -526,6 +531,15 @@ static int s_vmm(launcher_t *self, vmlet_err_t *err)
     char desc[256];
     vmlet_log_info(self->log, VMLET_KV({"kernel", s->kernel}, {"initramfs", s->initramfs}),
                    "VMM: %s", vmm_describe(self->vmm, desc, sizeof desc));
+    if (s->vmm_host[0]) {
+        // Not fatal: the vmm-host may come up after us; starts say why they fail.
+        vmlet_err_t e = {0};
+        if (vmm_host_ping(s->vmm_host, 2000, &e) < 0)
+            vmlet_log_warn(self->log, NULL, "VMs will not start until it answers: %s", e.msg);
+        else
+            vmlet_log_info(self->log, VMLET_KV({"vmm_host", s->vmm_host}),
+                           "VMMs are started by the vmm-host");
+    }
     return 0;
 }
 

@@ -25,6 +25,7 @@ typedef struct {
     char *vmm;
     char *qemu_binary;
     char *firecracker_binary;
+    char *vmm_host;
     char *accel;
     long tcg_tb_size_mib;
     char *kernel;

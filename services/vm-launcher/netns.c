@@ -16,8 +16,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+bool netns_is_path(const char *name)
+{
+    return name && name[0] == '/';
+}
+
 static int s_path(const char *name, char *buf, size_t size, vmlet_err_t *err)
 {
+    if (netns_is_path(name)) {
+        if ((size_t)snprintf(buf, size, "%s", name) >= size)
+            return vmlet_err_set(err, "network namespace path \"%s\" is too long", name);
+        return 0;
+    }
     if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
         return vmlet_err_set(err, "network namespace name \"%s\" is not a plain file name",
                              name ? name : "");
@@ -102,6 +112,8 @@ int netns_ensure(const char *name, int home_fd, bool *created, vmlet_err_t *err)
     if (s_path(name, path, sizeof path, err) < 0)
         return -1;
     *created = false;
+    if (netns_is_path(name))
+        return netns_open(name, err); // someone else's: it must exist
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd >= 0 && s_is_netns(fd))
         return fd;
@@ -131,6 +143,8 @@ int netns_ensure(const char *name, int home_fd, bool *created, vmlet_err_t *err)
 
 int netns_delete(const char *name, vmlet_err_t *err)
 {
+    if (netns_is_path(name))
+        return 0; // not ours to remove
     char path[PATH_MAX];
     if (s_path(name, path, sizeof path, err) < 0)
         return -1;

@@ -17,6 +17,11 @@
 
 #define NETNS_RUN_DIR "/run/netns"
 
+// A namespace is named by a plain name (/run/netns/<name>, made and removed
+// here) or by an absolute path to one that exists and is someone else's,
+// such as /proc/<pid>/ns/net: opened, never created or removed.
+bool netns_is_path(const char *name);
+
 // A descriptor of the calling thread's current network namespace (O_CLOEXEC;
 // the caller closes it), or -1 with err.
 int netns_open_current(vmlet_err_t *err);
@@ -25,13 +30,15 @@ int netns_open_current(vmlet_err_t *err);
 // when there is no such namespace).
 int netns_open(const char *name, vmlet_err_t *err);
 
-// Opens the named namespace, creating it when missing (*created says which).
+// Opens the named namespace, creating it when missing (*created says which;
+// a path is only opened).
 // home_fd is the calling thread's namespace: creation steps the thread into
 // the new namespace and back to home_fd. Returns the fd or -1 with err.
 int netns_ensure(const char *name, int home_fd, bool *created, vmlet_err_t *err);
 
 // Unmounts and removes /run/netns/<name>. The namespace itself lives on
-// while a process (a VMM) or an open fd holds it. Missing is fine.
+// while a process (a VMM) or an open fd holds it. Missing is fine; a path
+// is left alone.
 int netns_delete(const char *name, vmlet_err_t *err);
 
 // Moves the calling thread into ns_fd. -1 with err when setns fails.

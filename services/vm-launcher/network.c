@@ -76,11 +76,16 @@ static netfilter_where_t s_where_home(const net_t *self)
 static int s_check_settings(const net_settings_t *s, vmlet_err_t *err)
 {
     bool ns = s->netns && *s->netns;
-    if (ns && (strlen(s->netns) > 64 || strchr(s->netns, '/') || !strcmp(s->netns, ".") ||
-               !strcmp(s->netns, "..")))
+    bool path = ns && netns_is_path(s->netns);
+    if (path && strlen(s->netns) >= sizeof ((net_t *)0)->netns_path)
+        return vmlet_err_set(err, "network namespace path \"%s\" is too long", s->netns);
+    if (ns && !path &&
+        (strlen(s->netns) > 64 || strchr(s->netns, '/') || !strcmp(s->netns, ".") ||
+         !strcmp(s->netns, "..")))
         return vmlet_err_set(err,
                              "network namespace \"%s\": use a plain name of at most 64 "
-                             "characters (or \"\" for none)",
+                             "characters, an absolute path to an existing one, or \"\" for "
+                             "none",
                              s->netns);
     if (!net_valid_ifname(s->bridge))
         return vmlet_err_set(err, "bridge name \"%s\": use 1-15 characters of [A-Za-z0-9._-]",
@@ -152,7 +157,9 @@ net_t *net_new(const net_settings_t *s, vmlet_store_t *store, vmlet_log_t *log, 
     self->mtu = s->mtu ? s->mtu : NET_DEFAULT_MTU;
     self->nat = s->nat;
     self->log = log;
-    if (ns)
+    if (ns && netns_is_path(s->netns))
+        snprintf(self->netns_path, sizeof self->netns_path, "%s", s->netns);
+    else if (ns)
         snprintf(self->netns_path, sizeof self->netns_path, "%s/%s", NETNS_RUN_DIR, s->netns);
     netfilter_table_name("vmlet_", self->bridge, self->filter_table, sizeof self->filter_table);
     netfilter_table_name("vmlet_nat_", ns ? self->host_veth : self->bridge, self->nat_table,
@@ -394,9 +401,16 @@ int net_teardown(net_t *self, vmlet_err_t *err)
     net_list_free(uids, n);
     netfilter_where_t home = s_where_home(self);
     STEP(netfilter_nat_remove(&home, self->nat_table, &e));
+    if (self->netns && netns_is_path(self->netns) && self->sk_ns) {
+        // Someone else's namespace outlives us: take our tables and bridge
+        // out of it (the veth's end there goes with the end here).
+        netfilter_where_t pods = net_where_pods(self);
+        STEP(netfilter_filter_remove(&pods, self->filter_table, &e));
+        STEP(links_delete(self->sk_ns, self->bridge, &e));
+    }
     if (self->netns) {
-        // The namespace's own tables and bridge go with it; the veth end
-        // here is removed now, not when the kernel gets round to it.
+        // A namespace of our own takes its tables and bridge with it; the
+        // veth end here is removed now, not when the kernel gets round to it.
         links_info_t info;
         int found = links_get(self->sk_home, self->host_veth, &info, &e);
         if (found > 0) {

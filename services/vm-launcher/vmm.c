@@ -51,6 +51,7 @@ vmm_t *vmm_new(const vmm_settings_t *settings, vmlet_err_t *err)
         vmlet_xstrdup(settings->firecracker_binary ? settings->firecracker_binary : "firecracker");
     self->settings.accel = vmlet_xstrdup(accel);
     self->settings.qemu_cpu = vmlet_xstrdup(settings->qemu_cpu);
+    self->settings.vmm_host = vmlet_xstrdup(settings->vmm_host);
     self->settings.kvm = NULL;
     if (self->settings.tcg_tb_size_mib <= 0)
         self->settings.tcg_tb_size_mib = 32;
@@ -83,6 +84,7 @@ void vmm_destroy(vmm_t **self_p)
     free((char *)self->settings.firecracker_binary);
     free((char *)self->settings.accel);
     free((char *)self->settings.qemu_cpu);
+    free((char *)self->settings.vmm_host);
     free(self);
     *self_p = NULL;
 }

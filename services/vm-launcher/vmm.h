@@ -76,6 +76,7 @@ typedef struct {
     int control_timeout_ms;         // one QMP/API exchange; 0: 3000
     unsigned agent_vsock_port;      // Firecracker: the guest agent's vsock port; 0: 1024
     const kvm_probe_t *kvm;         // a verdict already made; NULL: vmm_new probes
+    const char *vmm_host;           // a vmlet-vmm-host socket that starts the VMMs; NULL/"": we do
 } vmm_settings_t;
 
 typedef struct _vmm_t vmm_t;       // a selected backend with its settings

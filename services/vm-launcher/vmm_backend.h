@@ -6,6 +6,7 @@
 #define VMLET_LAUNCHER_VMM_BACKEND_H
 
 #include "vmm.h"
+#include "vmm_spawn.h"
 
 #include <cjson/cJSON.h>
 #include <sys/types.h>
@@ -49,18 +50,13 @@ int vmm_vm_attach_pid(vmm_vm_t *vm, pid_t pid, vmlet_err_t *err);
 // "<state_dir>/<name>" into buf; fails if it does not fit.
 int vmm_path(char *buf, size_t cap, const char *state_dir, const char *name, vmlet_err_t *err);
 
-// How a VMM is started so it outlives the launcher: fork; the child joins
-// the network namespace `netns` (path, NULL/"" for none), starts a new
-// session, points stdin at /dev/null and stdout/stderr at out_path
-// (appending), closes every other descriptor and execs argv.
-//  - VMM_SPAWN_WAIT: the VMM daemonizes itself (QEMU -daemonize); wait up
-//    to timeout_ms for the direct child to exit 0. *pid_out is unset.
-//  - VMM_SPAWN_DETACH: double fork (the VMM is re-parented away from us);
-//    *pid_out is the VMM's pid once its exec succeeded.
-// Errors include the child's failing step or the tail of out_path.
-typedef enum { VMM_SPAWN_WAIT, VMM_SPAWN_DETACH } vmm_spawn_mode_t;
-int vmm_spawn(char *const argv[], const char *netns, const char *out_path, vmm_spawn_mode_t mode,
-              int timeout_ms, pid_t *pid_out, vmlet_err_t *err);
+// How a VMM is started so it outlives the launcher (vmm_spawn.h for the
+// modes): by the launcher itself, or, when settings.vmm_host names a
+// vmlet-vmm-host socket, by that process, so the VM is not in the
+// launcher's container. netns is a path (NULL/"": ours); the VMM's
+// stdout/stderr append to out_path.
+int vmm_spawn(const vmm_t *vmm, char *const argv[], const char *netns, const char *out_path,
+              vmm_spawn_mode_t mode, int timeout_ms, pid_t *pid_out, vmlet_err_t *err);
 
 // Runs argv (no netns, no detaching), capturing up to cap-1 bytes of
 // stdout+stderr, killed after timeout_ms. Returns the exit status or -1.

@@ -178,7 +178,7 @@ static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
     int64_t deadline = vmlet_now_ms() + vmm->settings.start_timeout_ms;
     pid_t pid = -1;
     // Its stdout is the guest's serial console (and Firecracker's own log).
-    int rc = vmm_spawn(argv, spec->netns, console, VMM_SPAWN_DETACH, vmm->settings.start_timeout_ms,
+    int rc = vmm_spawn(vmm, argv, spec->netns, console, VMM_SPAWN_DETACH, vmm->settings.start_timeout_ms,
                        &pid, err);
     if (rc == 0)
         rc = vmm_vm_attach_pid(vm, pid, err);

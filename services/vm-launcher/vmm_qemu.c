@@ -344,7 +344,7 @@ static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
         return NULL;
     }
     int64_t t0 = vmlet_now_ms();
-    int rc = vmm_spawn(argv, spec->netns, log, VMM_SPAWN_WAIT, vmm->settings.start_timeout_ms, NULL,
+    int rc = vmm_spawn(vmm, argv, spec->netns, log, VMM_SPAWN_WAIT, vmm->settings.start_timeout_ms, NULL,
                        err);
     vmm_argv_free(&argv);
     pid_t pid = -1;

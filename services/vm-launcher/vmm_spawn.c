@@ -1,6 +1,8 @@
 // Starting a VMM so it outlives the launcher (see vmm_spawn in
 // vmm_backend.h), and running a short command to read its output.
 #include "vmm_backend.h"
+#include "vmm_host_client.h"
+#include "vmm_spawn.h"
 
 #include "vmlet/timeutil.h"
 
@@ -84,17 +86,17 @@ static size_t s_read_report(int fd, char *buf, size_t cap, int64_t deadline)
     return n;
 }
 
-// The last line(s) the VMM wrote to path after `from`, for an error message.
-static void s_tail(const char *path, off_t from, char *buf, size_t cap)
+// The last line(s) the VMM wrote to its output after `from`, for an error
+// message (out_fd is readable: opened O_RDWR).
+static void s_tail(int out_fd, off_t from, char *buf, size_t cap)
 {
     buf[0] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    struct stat st;
+    if (fstat(out_fd, &st) < 0)
         return;
-    off_t end = lseek(fd, 0, SEEK_END);
+    off_t end = st.st_size;
     off_t start = end - (off_t)(cap - 1) > from ? end - (off_t)(cap - 1) : from;
-    ssize_t n = start < end ? pread(fd, buf, (size_t)(end - start), start) : 0;
-    close(fd);
+    ssize_t n = start < end ? pread(out_fd, buf, (size_t)(end - start), start) : 0;
     if (n <= 0)
         return;
     buf[n] = '\0';
@@ -133,20 +135,33 @@ static int s_wait_child(pid_t pid, int64_t deadline, int *status)
     }
 }
 
-int vmm_spawn(char *const argv[], const char *netns, const char *out_path, vmm_spawn_mode_t mode,
-              int timeout_ms, pid_t *pid_out, vmlet_err_t *err)
+int vmm_spawn_open(const char *netns, const char *out_path, int *ns_fd, int *out_fd,
+                   vmlet_err_t *err)
 {
-    int64_t deadline = vmlet_now_ms() + timeout_ms;
-    cleanup_close int ns_fd = -1;
+    *ns_fd = *out_fd = -1;
     if (netns && *netns) {
-        ns_fd = open(netns, O_RDONLY | O_CLOEXEC);
-        if (ns_fd < 0)
+        *ns_fd = open(netns, O_RDONLY | O_CLOEXEC);
+        if (*ns_fd < 0)
             return vmlet_err_errno(err, errno, "network namespace %s", netns);
     }
-    cleanup_close int out_fd =
-        open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
-    if (out_fd < 0)
-        return vmlet_err_errno(err, errno, "opening %s", out_path);
+    // Readable too: a failed start's error quotes the output's tail.
+    *out_fd = open(out_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
+    if (*out_fd < 0) {
+        int e = errno;
+        if (*ns_fd >= 0)
+            close(*ns_fd);
+        *ns_fd = -1;
+        return vmlet_err_errno(err, e, "opening %s", out_path);
+    }
+    return 0;
+}
+
+int vmm_spawn_fds(char *const argv[], int ns_fd, int out_fd, vmm_spawn_mode_t mode, int timeout_ms,
+                  pid_t *pid_out, vmlet_err_t *err)
+{
+    int64_t deadline = vmlet_now_ms() + timeout_ms;
+    if (!argv || !argv[0])
+        return vmlet_err_set(err, "starting a VMM: no command");
     cleanup_close int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null_fd < 0)
         return vmlet_err_errno(err, errno, "opening /dev/null");
@@ -212,18 +227,31 @@ int vmm_spawn(char *const argv[], const char *netns, const char *out_path, vmm_s
     }
     char tail[400];
     if (waited < 0) {
-        s_tail(out_path, out_start, tail, sizeof tail);
+        s_tail(out_fd, out_start, tail, sizeof tail);
         return vmlet_err_set(err, "starting %s: not ready within %d ms%s%s", argv[0], timeout_ms,
                              tail[0] ? ": " : "", tail);
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        s_tail(out_path, out_start, tail, sizeof tail);
+        s_tail(out_fd, out_start, tail, sizeof tail);
         return vmlet_err_set(err, "starting %s: %s %d: %s", argv[0],
                              WIFEXITED(status) ? "exit status" : "killed by signal",
                              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
                              tail[0] ? tail : "(no message)");
     }
     return 0;
+}
+
+int vmm_spawn(const vmm_t *vmm, char *const argv[], const char *netns, const char *out_path,
+              vmm_spawn_mode_t mode, int timeout_ms, pid_t *pid_out, vmlet_err_t *err)
+{
+    cleanup_close int ns_fd = -1;
+    cleanup_close int out_fd = -1;
+    if (vmm_spawn_open(netns, out_path, &ns_fd, &out_fd, err) < 0)
+        return -1;
+    const char *host = vmm->settings.vmm_host;
+    if (host && *host)
+        return vmm_host_spawn(host, argv, ns_fd, out_fd, mode, timeout_ms, pid_out, err);
+    return vmm_spawn_fds(argv, ns_fd, out_fd, mode, timeout_ms, pid_out, err);
 }
 
 int vmm_run_capture(char *const argv[], int timeout_ms, char *out, size_t cap, vmlet_err_t *err)

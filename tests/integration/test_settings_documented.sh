@@ -10,18 +10,20 @@ BIN=${VMLET_BIN_DIR:?VMLET_BIN_DIR not set (run through ctest)}
 missing=0
 checked=0
 for program in bus k8s-watcher image-builder vm-launcher prober status-reporter kubelet-api \
-    vmletctl; do
+    vmletctl vmm-host; do
+    readme=$program
     case $program in
     vmletctl) bin=$BIN/vmletctl ;;
+    vmm-host) bin=$BIN/vmlet-vmm-host readme=vm-launcher ;; # the launcher's companion
     *) bin=$BIN/vmlet-$program ;;
     esac
     flags=$("$bin" --help 2>&1 | grep -oE '^  --[a-z0-9-]+' | sed 's/^  //') ||
         { echo "FAIL: $bin --help printed no settings"; exit 1; }
     for flag in $flags; do
         checked=$((checked + 1))
-        if ! grep -qE -- "\`${flag}[=\` ]" "$ROOT/services/$program/README.md" \
+        if ! grep -qE -- "\`${flag}[=\` ]" "$ROOT/services/$readme/README.md" \
             "$ROOT/docs/configuration.md"; then
-            echo "FAIL: $program's $flag is in neither services/$program/README.md nor docs/configuration.md"
+            echo "FAIL: $program's $flag is in neither services/$readme/README.md nor docs/configuration.md"
             missing=$((missing + 1))
         fi
     done

@@ -8,6 +8,7 @@
 #include "vmlet/http_status.h"
 #include "vmlet/net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -56,6 +57,8 @@ struct _vmlet_http_server_t {
     vmlet_log_t *log;
     int fd; // listening socket
     int port;
+    // What was bound, port 0 resolved: "HOST:PORT" or "[V6]:PORT".
+    char address[INET6_ADDRSTRLEN + 8];
     zloop_t *loop;         // NULL until attached
     int timer_fd;          // deadline sweeps; -1 until attached
     bool accepting;        // the listening socket is in the loop
@@ -85,6 +88,29 @@ static void s_unpoll(zloop_t *loop, int fd)
     zloop_poller_end(loop, &item);
 }
 
+// The socket's own address as "HOST:PORT" (IPv6 in brackets), so a
+// listen spec with port 0 is reported with the port the kernel chose.
+static int s_bound_address(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    char host[INET6_ADDRSTRLEN];
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+        return -1;
+    if (addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr;
+        if (!inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host))
+            return -1;
+        snprintf(buf, cap, "[%s]:%d", host, ntohs(in6->sin6_port));
+    } else {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)&addr;
+        if (!inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host))
+            return -1;
+        snprintf(buf, cap, "%s:%d", host, ntohs(in4->sin_port));
+    }
+    return 0;
+}
+
 vmlet_http_server_t *vmlet_http_server_new(const char *listen, vmlet_log_t *log, vmlet_err_t *err)
 {
     vmlet_http_server_t *self = calloc(1, sizeof *self);
@@ -100,10 +126,22 @@ vmlet_http_server_t *vmlet_http_server_new(const char *listen, vmlet_log_t *log,
         return NULL;
     }
     self->port = vmlet_tcp_bound_port(self->fd);
+    if (s_bound_address(self->fd, self->address, sizeof self->address) < 0) {
+        vmlet_err_errno(err, errno, "listen '%s': getsockname", listen);
+        close(self->fd);
+        free(self);
+        return NULL;
+    }
     char port[16];
     snprintf(port, sizeof port, "%d", self->port);
-    vmlet_log_info(log, VMLET_KV({"listen", listen}, {"port", port}), "http server listening");
+    vmlet_log_info(log, VMLET_KV({"listen", listen}, {"address", self->address}, {"port", port}),
+                   "http server listening");
     return self;
+}
+
+const char *vmlet_http_server_address(const vmlet_http_server_t *self)
+{
+    return self ? self->address : "";
 }
 
 int vmlet_http_server_port(const vmlet_http_server_t *self)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -23,7 +24,23 @@ const vmlet_cfg_option_t vmlet_service_common_options[] = {
     {"log-level", VMLET_CFG_ENUM, "info", 0, 0, "debug|info|warn|error", OPT(log_level),
      "lowest level logged"},
     {"http-listen", VMLET_CFG_STRING, "127.0.0.1:9100", 0, 0, NULL, OPT(http_listen),
-     "HOST:PORT for /healthz, /readyz and /metrics (each service has its own default port)"},
+     "HOST:PORT for /healthz, /readyz and /metrics (each service has its own default port; "
+     "port 0: one the kernel picks, see --http-address-file)"},
+    {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
+};
+
+// Read by every service, the broker too, and printed right after
+// --http-listen. Kept apart from vmlet_service_settings_t for the reason
+// CURVE's settings are (below): the public struct stays as it is.
+typedef struct {
+    char *http_address_file;
+} http_settings_t;
+
+#define HTTP_OPT(field) offsetof(http_settings_t, field)
+static const vmlet_cfg_option_t http_options[] = {
+    {"http-address-file", VMLET_CFG_STRING, "", 0, 0, NULL, HTTP_OPT(http_address_file),
+     "file to write the bound HOST:PORT of --http-listen to, once listening (\"\": none); with "
+     "port 0, a health check can run wget http://$(cat FILE)/healthz"},
     {NULL, 0, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -67,12 +84,13 @@ static const vmlet_cfg_option_t curve_options[] = {
 };
 
 #define N_COMMON (sizeof vmlet_service_common_options / sizeof vmlet_service_common_options[0] - 1)
-#define MAX_SECTIONS 4
+#define MAX_SECTIONS 5
 
 struct _vmlet_service_t {
     const vmlet_service_def_t *def;
     vmlet_cfg_option_t common_options[N_COMMON + 1]; // with this service's defaults
     vmlet_service_settings_t settings;
+    http_settings_t http_settings;
     curve_settings_t curve;
     char source[256];
     vmlet_log_t *log;
@@ -104,6 +122,7 @@ static size_t s_sections(vmlet_service_t *self, vmlet_cfg_section_t *out)
 {
     size_t n = 0;
     out[n++] = (vmlet_cfg_section_t){self->common_options, &self->settings};
+    out[n++] = (vmlet_cfg_section_t){http_options, &self->http_settings};
     if (!self->def->standalone) {
         out[n++] = (vmlet_cfg_section_t){vmlet_service_peer_options, &self->settings};
         out[n++] = (vmlet_cfg_section_t){curve_options, &self->curve};
@@ -223,6 +242,38 @@ static void s_on_metrics(void *arg, const vmlet_http_request_t *req, vmlet_http_
         resp->status = 500;
 }
 
+// Writes "HOST:PORT\n" to path through a temporary file beside it and a
+// rename, so a reader (a health check) sees the old file or the whole new
+// one, never a part. No fsync: the file is rewritten at every start.
+static int s_write_address_file(const char *path, const char *address, vmlet_err_t *err)
+{
+    char *tmp = NULL;
+    if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
+        return vmlet_err_set(err, "--http-address-file '%s': out of memory", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int saved = errno;
+        free(tmp);
+        return vmlet_err_errno(err, saved,
+                               "--http-address-file '%s': create a file in its directory", path);
+    }
+    // mkstemp makes it 0600; the address is no secret, and a health check
+    // may run as another user.
+    size_t len = strlen(address);
+    bool ok =
+        fchmod(fd, 0644) == 0 && write(fd, address, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
+    int saved = errno;
+    ok = close(fd) == 0 && ok;
+    if (ok && rename(tmp, path) < 0) {
+        saved = errno;
+        ok = false;
+    }
+    if (!ok)
+        unlink(tmp);
+    free(tmp);
+    return ok ? 0 : vmlet_err_errno(err, saved, "--http-address-file '%s': write", path);
+}
+
 static int s_start_http(vmlet_service_t *self, vmlet_err_t *err)
 {
     self->http = vmlet_http_server_new(self->settings.http_listen, self->log, err);
@@ -231,7 +282,12 @@ static int s_start_http(vmlet_service_t *self, vmlet_err_t *err)
     vmlet_http_server_route(self->http, "/healthz", s_on_healthz, self);
     vmlet_http_server_route(self->http, "/readyz", s_on_readyz, self);
     vmlet_http_server_route(self->http, "/metrics", s_on_metrics, self);
-    return vmlet_http_server_attach(self->http, self->loop, err);
+    if (vmlet_http_server_attach(self->http, self->loop, err) < 0)
+        return -1;
+    const char *file = self->http_settings.http_address_file;
+    if (!file || !file[0])
+        return 0;
+    return s_write_address_file(file, vmlet_http_server_address(self->http), err);
 }
 
 // --- construction -------------------------------------------------------------
@@ -338,8 +394,8 @@ static int s_on_presence(zloop_t *loop, int timer_id, void *arg)
     snprintf(value, sizeof value,
              "{\"service\":\"%s\",\"instance\":\"%s\",\"version\":\"%s\",\"http\":\"%s\","
              "\"started_unix_ms\":%lld}",
-             self->def->name, self->settings.instance, VMLET_VERSION, self->settings.http_listen,
-             (long long)self->started_unix_ms);
+             self->def->name, self->settings.instance, VMLET_VERSION,
+             vmlet_http_server_address(self->http), (long long)self->started_unix_ms);
     vmlet_err_t err = {0};
     redisReply *r = vmlet_store_command(self->store, &err, "SET %s %s PX %lld", key, value,
                                         (long long)(3 * self->settings.presence_interval_ms));
@@ -387,7 +443,8 @@ int vmlet_service_run(vmlet_service_t *self, void *ctx)
     }
     vmlet_log_info(self->log,
                    VMLET_KV({"instance", self->settings.instance},
-                            {"http", self->settings.http_listen}, {"version", VMLET_VERSION}),
+                            {"http", vmlet_http_server_address(self->http)},
+                            {"version", VMLET_VERSION}),
                    "started");
     // zloop also ends when a stop/continue (docker pause, SIGSTOP) makes
     // poll return EINTR; only our signal handler means "stop".

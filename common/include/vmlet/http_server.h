@@ -47,4 +47,9 @@ int vmlet_http_server_attach(vmlet_http_server_t *self, zloop_t *loop, vmlet_err
 // The bound port (useful after listening on port 0).
 int vmlet_http_server_port(const vmlet_http_server_t *self);
 
+// The bound address, "HOST:PORT" ("[V6]:PORT" for IPv6), with the port the
+// kernel chose when listening on port 0: what to tell others to connect
+// to. Borrowed; valid while the server lives.
+const char *vmlet_http_server_address(const vmlet_http_server_t *self);
+
 #endif

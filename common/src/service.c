@@ -7,9 +7,12 @@
 #include <curl/curl.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -18,7 +21,8 @@ extern char **environ;
 
 const vmlet_cfg_option_t vmlet_service_common_options[] = {
     {"instance", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(instance),
-     "name of this instance (default: <hostname>-<pid>)"},
+     "name of this instance (default: <hostname>-<pid>, or <hostname>-<random> as a "
+     "container's PID 1)"},
     {"log-format", VMLET_CFG_ENUM, "text", 0, 0, "text|json", OPT(log_format),
      "log line format"},
     {"log-level", VMLET_CFG_ENUM, "info", 0, 0, "debug|info|warn|error", OPT(log_level),
@@ -176,6 +180,28 @@ static void s_bus_options(vmlet_service_t *self, vmlet_bus_options_t *out)
     out->curve_server_key = self->curve.bus_curve_server_key;
 }
 
+// 32 random bits: getrandom(2), else /dev/urandom (a seccomp profile may
+// refuse the call), else the clock's nanoseconds, a likely-unique name
+// being better than a certain clash.
+static uint32_t s_random32(void)
+{
+    uint32_t r;
+    if (getrandom(&r, sizeof r, 0) == (ssize_t)sizeof r)
+        return r;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, &r, sizeof r) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n == (ssize_t)sizeof r)
+        return r;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec;
+}
+
+// <hostname>-<pid> names a process uniquely on a host, except as a
+// container's PID 1: replicas with host networking share the host's name
+// and are all PID 1, and would share presence keys and probe leases.
 static void s_default_instance(vmlet_service_t *self)
 {
     if (self->settings.instance[0])
@@ -183,7 +209,9 @@ static void s_default_instance(vmlet_service_t *self)
     char host[200] = "host";
     gethostname(host, sizeof host - 1);
     char *instance = NULL;
-    if (asprintf(&instance, "%s-%d", host, (int)getpid()) > 0) {
+    int n = getpid() == 1 ? asprintf(&instance, "%s-%08x", host, (unsigned)s_random32())
+                          : asprintf(&instance, "%s-%d", host, (int)getpid());
+    if (n > 0) {
         free(self->settings.instance);
         self->settings.instance = instance;
     }

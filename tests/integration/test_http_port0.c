@@ -1,20 +1,26 @@
 // Replicas of one service on one host (docker-compose --scale with host
 // networking): each binds --http-listen=127.0.0.1:0, writes the port the
 // kernel chose to its --http-address-file, and announces that address, not
-// port 0, in its presence key.
+// port 0, in its presence key. As a container's PID 1 (a PID namespace of
+// its own), each replica still gets an instance name of its own.
 #include "testsupport.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define N_REPLICAS 2
 
 typedef struct {
-    pid_t pid;
+    pid_t pid; // in the test's PID namespace
     char address_file[300];
     char log[300];
 } replica_t;
@@ -57,8 +63,38 @@ static int teardown(void **state)
     return 0;
 }
 
-// Starts replica i of vmlet-prober on port 0 with the default instance name.
-static void s_start_replica(fixture_t *f, int i)
+// fork(), but the child is PID 1 of a new PID namespace, as a container's
+// entry point is; needs root or CAP_SYS_ADMIN. Returns -1 with errno.
+static pid_t s_fork_pid1(void)
+{
+    // A bare clone(2) with no stack behaves as fork() (glibc keeps no
+    // pid cache to go stale).
+    return (pid_t)syscall(SYS_clone, (long)(CLONE_NEWPID | SIGCHLD), NULL, NULL, NULL, NULL);
+}
+
+// ts_spawn, as PID 1 of a new PID namespace: the test stays its parent,
+// so ts_wait_exit, ts_kill and the death signal work as for any child.
+static pid_t s_spawn_pid1(const char *log_path, char *const argv[])
+{
+    pid_t pid = s_fork_pid1();
+    if (pid != 0)
+        return pid;
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    execvp(argv[0], argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
+// Starts replica i of vmlet-prober on port 0 with the default instance
+// name; as_pid1 runs it as PID 1 of a new PID namespace, as in a container.
+static void s_start_replica(fixture_t *f, int i, bool as_pid1)
 {
     replica_t *r = &f->replicas[i];
     snprintf(r->address_file, sizeof r->address_file, "%s/http-%d", f->dir, i);
@@ -73,7 +109,7 @@ static void s_start_replica(fixture_t *f, int i)
     char *argv[] = {bin,  "--http-listen=127.0.0.1:0", file, redis, pub, sub,
                     work, "--presence-interval=200ms", NULL};
     setenv("VMLET_REDIS_PASSWORD", f->redis.password, 1);
-    r->pid = ts_spawn(r->log, argv);
+    r->pid = as_pid1 ? s_spawn_pid1(r->log, argv) : ts_spawn(r->log, argv);
     free(bin);
     assert_true(r->pid > 0);
 }
@@ -190,10 +226,10 @@ static const cJSON *s_presence_of(const presence_t *p, const char *address)
 // Starts the replicas; checks their files, /healthz and presence keys.
 // Leaves the presence entries in p (the caller clears them) and the
 // addresses in addresses[].
-static void s_check_replicas(fixture_t *f, presence_t *p, char *addresses[N_REPLICAS])
+static void s_check_replicas(fixture_t *f, bool as_pid1, presence_t *p, char *addresses[N_REPLICAS])
 {
     for (int i = 0; i < N_REPLICAS; i++)
-        s_start_replica(f, i);
+        s_start_replica(f, i, as_pid1);
     for (int i = 0; i < N_REPLICAS; i++) {
         addresses[i] = s_address(&f->replicas[i]);
         s_expect_logged(&f->replicas[i], addresses[i]);
@@ -219,8 +255,8 @@ static void test_two_replicas_on_port_0(void **state)
     fixture_t *f = *state;
     presence_t p = {0};
     char *addresses[N_REPLICAS];
-    s_check_replicas(f, &p, addresses);
-    // Each has its default name, <hostname>-<pid>.
+    s_check_replicas(f, false, &p, addresses);
+    // Not PID 1: the default name is still <hostname>-<pid>.
     char host[200] = "host";
     gethostname(host, sizeof host - 1);
     for (int i = 0; i < N_REPLICAS; i++) {
@@ -232,10 +268,49 @@ static void test_two_replicas_on_port_0(void **state)
     s_presence_clear(&p);
 }
 
+// <hostname>-<8 hex digits>
+static bool s_random_name(const char *instance, const char *host)
+{
+    size_t n = strlen(host);
+    return strncmp(instance, host, n) == 0 && instance[n] == '-' && strlen(instance + n + 1) == 8 &&
+           strspn(instance + n + 1, "0123456789abcdef") == 8;
+}
+
+static void test_two_replicas_as_pid_1(void **state)
+{
+    fixture_t *f = *state;
+    pid_t probe = s_fork_pid1();
+    if (probe == 0)
+        _exit(0);
+    if (probe < 0) {
+        print_message("skipped: cannot make a PID namespace here (%s; it needs root or "
+                      "CAP_SYS_ADMIN)\n",
+                      strerror(errno));
+        skip();
+    }
+    ts_wait_exit(probe, 5000, NULL);
+    presence_t p = {0};
+    char *addresses[N_REPLICAS];
+    s_check_replicas(f, true, &p, addresses);
+    char host[200] = "host";
+    gethostname(host, sizeof host - 1);
+    const char *names[N_REPLICAS];
+    for (int i = 0; i < N_REPLICAS; i++) {
+        names[i] = s_field(s_presence_of(&p, addresses[i]), "instance");
+        if (!s_random_name(names[i], host))
+            fail_msg("replica %d as PID 1 is named '%s', not %s-<8 hex digits>", i, names[i], host);
+        free(addresses[i]);
+    }
+    // Two keys were found, so the names differ; said again for the reader.
+    assert_string_not_equal(names[0], names[1]);
+    s_presence_clear(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_replicas_on_port_0, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_replicas_as_pid_1, setup, teardown),
     };
     return TS_RUN(tests);
 }

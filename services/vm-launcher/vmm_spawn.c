@@ -167,6 +167,12 @@ int vmm_spawn_fds(char *const argv[], int ns_fd, int out_fd, vmm_spawn_mode_t mo
         return vmlet_err_errno(err, errno, "opening /dev/null");
     struct stat st;
     off_t out_start = fstat(out_fd, &st) == 0 ? st.st_size : 0;
+    // Already there (a vmm-host whose own namespace is the pods'): no setns,
+    // which would need CAP_SYS_ADMIN that such a starter need not have.
+    struct stat ns_st, here_st;
+    if (ns_fd >= 0 && fstat(ns_fd, &ns_st) == 0 && stat("/proc/thread-self/ns/net", &here_st) == 0 &&
+        ns_st.st_dev == here_st.st_dev && ns_st.st_ino == here_st.st_ino)
+        ns_fd = -1;
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0)
         return vmlet_err_errno(err, errno, "pipe");
@@ -195,7 +201,7 @@ int vmm_spawn_fds(char *const argv[], int ns_fd, int out_fd, vmm_spawn_mode_t mo
                 _exit(127);
         }
         if (ns_fd >= 0 && setns(ns_fd, CLONE_NEWNET) < 0)
-            s_child_fail(report[1], "setns");
+            s_child_fail(report[1], "joining the network namespace (setns)");
         s_child_prepare(null_fd, out_fd);
         execvp(argv[0], argv);
         s_child_fail(report[1], "exec");

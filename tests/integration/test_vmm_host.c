@@ -4,9 +4,12 @@
 // `sh` here (no VM is booted: test_compose boots one through a vmm-host):
 //  - a ping answers; a daemonizing start returns once the direct child
 //    exited 0, and its output lands in the file the client opened;
-//  - a detached start returns the pid, which is the vmm-host's child (its
-//    subreaper), runs in the network namespace the client passed, outlives
-//    the client, and is reaped (and counted) when it exits;
+//  - the vmm-host runs without CAP_SYS_ADMIN, as in docker-compose: a
+//    detached start in its own network namespace (passed as a descriptor,
+//    as the launcher does) needs no setns and returns the pid, which is
+//    the vmm-host's child (its subreaper), outlives the client, and is
+//    reaped (and counted) when it exits; a start in another namespace is
+//    refused, saying so;
 //  - a command outside --allow and a failing start are refused with
 //    their reasons; the socket is the owner's only (a uid that is not
 //    root cannot connect);
@@ -75,7 +78,9 @@ static int s_setup(void **state)
     char *sock_flag = vmlet_xasprintf("--socket=%s", g.socket);
     char *http_flag = vmlet_xasprintf("--http-listen=127.0.0.1:%d", g.http_port);
     char *log = vmlet_xasprintf("%s/vmm-host.log", g.dir);
-    char *argv[] = {bin, sock_flag, http_flag, "--allow=sh,/no/such/vmm", NULL};
+    // As in docker-compose, where it has NET_ADMIN but not SYS_ADMIN.
+    char *argv[] = {"setpriv", "--bounding-set", "-sys_admin", bin, sock_flag, http_flag,
+                    "--allow=sh,/no/such/vmm", NULL};
     g.pid = ts_spawn(log, argv);
     bool up = g.pid > 0 && ts_poll(s_answers, NULL, 10000);
     free(bin);
@@ -152,19 +157,13 @@ static void test_ping_and_daemonizing_start(void **state)
     free(out_path);
 }
 
-static void test_detached_start_in_a_namespace(void **state)
+static void test_detached_start_in_its_namespace(void **state)
 {
     (void)state;
-    // A network namespace of the test's own, held open by a process in it.
-    char *ns_path = vmlet_xasprintf("%s/netns", g.dir);
-    char *cmd = vmlet_xasprintf(
-        "unshare --net sh -c 'touch %s; mount --bind /proc/self/ns/net %s' && stat -L -c %%i %s",
-        ns_path, ns_path, ns_path);
-    FILE *p = popen(cmd, "r");
-    unsigned long ns_inode = 0;
-    assert_true(p && fscanf(p, "%lu", &ns_inode) == 1);
-    pclose(p);
-    free(cmd);
+    // Its own namespace, by a descriptor (compose: /proc/1/ns/net).
+    char *ns_path = vmlet_xasprintf("/proc/%d/ns/net", (int)g.pid);
+    struct stat ns_st;
+    assert_int_equal(stat(ns_path, &ns_st), 0);
     int ns_fd = open(ns_path, O_RDONLY | O_CLOEXEC);
     assert_true(ns_fd >= 0);
 
@@ -183,7 +182,7 @@ static void test_detached_start_in_a_namespace(void **state)
     // The vmm-host's child, not ours: it outlives whoever asked.
     assert_int_equal(s_ppid(pid), g.pid);
     char expect[64];
-    snprintf(expect, sizeof expect, "netns %lu\n", ns_inode);
+    snprintf(expect, sizeof expect, "netns %lu\n", (unsigned long)ns_st.st_ino);
     char *text = NULL;
     for (int i = 0; i < 100 && !(text && strstr(text, expect)); i++) {
         free(text);
@@ -199,7 +198,34 @@ static void test_detached_start_in_a_namespace(void **state)
         usleep(100 * 1000);
     assert_int_equal(kill(pid, 0), -1);
     assert_true(s_metric("vmlet_vmm_host_reaped_total") >= reaped_before + 1);
-    print_message("detached sh %d ran in netns %lu and was reaped\n", (int)pid, ns_inode);
+    print_message("detached sh %d ran in the vmm-host's netns %lu and was reaped\n", (int)pid,
+                  (unsigned long)ns_st.st_ino);
+    free(ns_path);
+    free(out_path);
+}
+
+static void test_other_namespace_refused(void **state)
+{
+    (void)state;
+    // A namespace of the test's own, held by a bind mount.
+    char *ns_path = vmlet_xasprintf("%s/netns", g.dir);
+    char *cmd = vmlet_xasprintf(
+        "touch %s && unshare --net mount --bind /proc/self/ns/net %s", ns_path, ns_path);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+    int ns_fd = open(ns_path, O_RDONLY | O_CLOEXEC);
+    assert_true(ns_fd >= 0);
+    char *out_path;
+    int out = s_open_out("other.out", &out_path);
+    char *argv[] = {"sh", "-c", "exit 0", NULL};
+    vmlet_err_t err = {0};
+    pid_t pid = -1;
+    assert_int_equal(vmm_host_spawn(g.socket, argv, ns_fd, out, VMM_SPAWN_DETACH, 5000, &pid, &err),
+                     -1);
+    close(out);
+    close(ns_fd);
+    print_message("another namespace without CAP_SYS_ADMIN: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "joining the network namespace (setns): Operation not permitted"));
     assert_int_equal(umount2(ns_path, MNT_DETACH), 0);
     free(ns_path);
     free(out_path);
@@ -266,7 +292,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ping_and_daemonizing_start),
-        cmocka_unit_test(test_detached_start_in_a_namespace),
+        cmocka_unit_test(test_detached_start_in_its_namespace),
+        cmocka_unit_test(test_other_namespace_refused),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_sigterm),
     };

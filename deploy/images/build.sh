@@ -12,7 +12,8 @@
 # from /usr/share/qemu and /usr/share/seabios, its TCG module), mkfs.ext4 (it makes each
 # pod's scratch disk) and the guest kernel and initramfs of the build; its
 # network work (nftables, links, namespaces) goes through libraries, not
-# programs. redis is Debian's redis-server.
+# programs; it also holds vmlet-vmm-host (docker-compose runs it from this
+# image, see services/vm-launcher/README.md). redis is Debian's redis-server.
 #
 # Idempotent: each image carries the sha256 of its root file system as the
 # label vmlet.rootfs; an image whose label matches is kept, so a second run
@@ -124,8 +125,11 @@ stage() {
         return
     fi
     # The launcher runs as root (taps, namespaces, nftables) and holds what
-    # it execs: QEMU and mkfs.ext4, and what a pod's VM boots.
+    # it execs: QEMU and mkfs.ext4, and what a pod's VM boots. Its image is
+    # also vmlet-vmm-host's, which starts the VMMs from the same files.
     local qemu mkfs kernel initramfs
+    put "$s" "$BIN/vmlet-vmm-host" /usr/bin/vmlet-vmm-host
+    libs "$s" "$BIN/vmlet-vmm-host"
     qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
     mkfs=$(command -v mkfs.ext4) || die "mkfs.ext4 missing (apt-get install e2fsprogs)"
     put "$s" "$qemu" /usr/bin/qemu-system-x86_64
@@ -147,7 +151,7 @@ stage() {
     [ -f "$initramfs" ] || die "guest initramfs '$initramfs' missing; set VMLET_INITRAMFS or build the target vmlet_initramfs"
     put "$s" "$kernel" /usr/lib/vmlet/vmlinuz
     put "$s" "$initramfs" /usr/lib/vmlet/initramfs.cpio
-    mkdir -p "$s/var/lib/vmlet/vms" "$s/var/log/pods" "$s/run/netns"
+    mkdir -p "$s/var/lib/vmlet/vms" "$s/var/log/pods" "$s/run/netns" "$s/run/vmlet"
     echo "ENV VMLET_KERNEL=/usr/lib/vmlet/vmlinuz"
     echo "ENV VMLET_INITRAMFS=/usr/lib/vmlet/initramfs.cpio"
     echo "USER 0:0"

@@ -9,12 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define N_REPLICAS 2
@@ -63,35 +60,6 @@ static int teardown(void **state)
     return 0;
 }
 
-// fork(), but the child is PID 1 of a new PID namespace, as a container's
-// entry point is; needs root or CAP_SYS_ADMIN. Returns -1 with errno.
-static pid_t s_fork_pid1(void)
-{
-    // A bare clone(2) with no stack behaves as fork() (glibc keeps no
-    // pid cache to go stale).
-    return (pid_t)syscall(SYS_clone, (long)(CLONE_NEWPID | SIGCHLD), NULL, NULL, NULL, NULL);
-}
-
-// ts_spawn, as PID 1 of a new PID namespace: the test stays its parent,
-// so ts_wait_exit, ts_kill and the death signal work as for any child.
-static pid_t s_spawn_pid1(const char *log_path, char *const argv[])
-{
-    pid_t pid = s_fork_pid1();
-    if (pid != 0)
-        return pid;
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-    }
-    execvp(argv[0], argv);
-    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-}
-
 // Starts replica i of vmlet-prober on port 0 with the default instance
 // name; as_pid1 runs it as PID 1 of a new PID namespace, as in a container.
 static void s_start_replica(fixture_t *f, int i, bool as_pid1)
@@ -109,7 +77,7 @@ static void s_start_replica(fixture_t *f, int i, bool as_pid1)
     char *argv[] = {bin,  "--http-listen=127.0.0.1:0", file, redis, pub, sub,
                     work, "--presence-interval=200ms", NULL};
     setenv("VMLET_REDIS_PASSWORD", f->redis.password, 1);
-    r->pid = as_pid1 ? s_spawn_pid1(r->log, argv) : ts_spawn(r->log, argv);
+    r->pid = as_pid1 ? ts_spawn_pid1(r->log, argv) : ts_spawn(r->log, argv);
     free(bin);
     assert_true(r->pid > 0);
 }
@@ -279,7 +247,7 @@ static bool s_random_name(const char *instance, const char *host)
 static void test_two_replicas_as_pid_1(void **state)
 {
     fixture_t *f = *state;
-    pid_t probe = s_fork_pid1();
+    pid_t probe = ts_fork_pid1();
     if (probe == 0)
         _exit(0);
     if (probe < 0) {

@@ -30,6 +30,12 @@ char *ts_bin_path(const char *name);
 // `log_path` when not NULL. Returns the pid (the child is its own process
 // group leader so ts_kill can take its children too) or -1.
 pid_t ts_spawn(const char *log_path, char *const argv[]);
+// fork(), but the child is PID 1 of a new PID namespace, as a container's
+// entry point is (needs CAP_SYS_ADMIN); -1 with errno when refused.
+pid_t ts_fork_pid1(void);
+// ts_spawn, as PID 1 of a new PID namespace; the test stays its parent,
+// so ts_wait_exit, ts_kill and the death signal work as for any child.
+pid_t ts_spawn_pid1(const char *log_path, char *const argv[]);
 // Sends sig to the process; returns 0 if delivered.
 int ts_kill(pid_t pid, int sig);
 // Waits up to timeout_ms for exit. Returns 0 and sets *status (raw wait

@@ -5,7 +5,8 @@
 static const vmlet_body_case_t subscriptions[] = {
     VMLET__ENVELOPE__BODY_POD_DESIRED,  VMLET__ENVELOPE__BODY_POD_DELETED,
     VMLET__ENVELOPE__BODY_IMAGE_READY,  VMLET__ENVELOPE__BODY_IMAGE_FAILED,
-    VMLET__ENVELOPE__BODY_VM_EVENT,     VMLET__ENVELOPE__BODY_PROBE_RESULT};
+    VMLET__ENVELOPE__BODY_VM_EVENT,     VMLET__ENVELOPE__BODY_PROBE_RESULT,
+    VMLET__ENVELOPE__BODY_POD_EVENT};
 
 static const vmlet_route_t routes[] = {
     {VMLET__ENVELOPE__BODY_POD_DESIRED, reporter_on_pod_desired},
@@ -14,6 +15,7 @@ static const vmlet_route_t routes[] = {
     {VMLET__ENVELOPE__BODY_IMAGE_FAILED, reporter_on_image_failed},
     {VMLET__ENVELOPE__BODY_VM_EVENT, reporter_on_vm_event},
     {VMLET__ENVELOPE__BODY_PROBE_RESULT, reporter_on_probe_result},
+    {VMLET__ENVELOPE__BODY_POD_EVENT, reporter_on_pod_event},
     VMLET_ROUTES_END,
 };
 

@@ -291,6 +291,20 @@ int reporter_on_probe_result(void *arg, const vmlet_envelope_t *env)
     return 0;
 }
 
+// A service's word that something happened to a pod (a hook failed): an
+// Event, as the kubelet's recorder posts it.
+int reporter_on_pod_event(void *arg, const vmlet_envelope_t *env)
+{
+    reporter_t *self = arg;
+    const Vmlet__PodEvent *e = env->pod_event;
+    if (!e->pod || !e->pod->uid || !e->pod->name || !e->pod->namespace_ || !e->reason)
+        return -1;
+    events_post(self->events, e->pod, e->container && *e->container ? e->container : NULL,
+                e->type && strcmp(e->type, "Warning") == 0 ? "Warning" : "Normal", e->reason,
+                "%s", e->message ? e->message : "");
+    return 0;
+}
+
 // --- timers --------------------------------------------------------------------------
 
 static const char *const s_phases[5] = {"Pending", "Running", "Succeeded", "Failed", "Unknown"};

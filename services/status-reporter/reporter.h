@@ -38,5 +38,6 @@ int reporter_on_vm_event(void *self, const vmlet_envelope_t *env);
 int reporter_on_image_ready(void *self, const vmlet_envelope_t *env);
 int reporter_on_image_failed(void *self, const vmlet_envelope_t *env);
 int reporter_on_probe_result(void *self, const vmlet_envelope_t *env);
+int reporter_on_pod_event(void *self, const vmlet_envelope_t *env);
 
 #endif

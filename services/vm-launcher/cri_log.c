@@ -184,3 +184,70 @@ void cri_log_close(cri_log_t **self_p)
     free(self);
     *self_p = NULL;
 }
+
+// --- reading back ---------------------------------------------------------------------
+
+// Enough of the file's end for max_lines lines of ordinary length; a log
+// of longer lines gives fewer, which only matters past max_bytes anyway.
+#define TAIL_READ_MAX (1024 * 1024)
+
+int cri_log_tail(const char *path, int max_lines, size_t max_bytes, char *out, size_t cap,
+                 vmlet_err_t *err)
+{
+    out[0] = '\0';
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : vmlet_err_errno(err, errno, "opening %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return vmlet_err_errno(err, errno, "stat %s", path);
+    off_t from = st.st_size > TAIL_READ_MAX ? st.st_size - TAIL_READ_MAX : 0;
+    size_t len = (size_t)(st.st_size - from);
+    char *raw = vmlet_xmalloc(len + 1);
+    ssize_t got = pread(fd, raw, len, from);
+    if (got < 0) {
+        free(raw);
+        return vmlet_err_errno(err, errno, "reading %s", path);
+    }
+    raw[got] = '\0';
+    // The text of each entry, pieces joined: "<time> <stream> <F|P> <text>".
+    char *text = vmlet_xmalloc((size_t)got + 1);
+    size_t n = 0;
+    char *line = raw;
+    if (from > 0) { // started mid-entry: skip to the next whole one
+        char *nl = strchr(raw, '\n');
+        line = nl ? nl + 1 : raw + got;
+    }
+    while (*line) {
+        char *end = strchr(line, '\n');
+        if (!end)
+            break; // a partly written entry
+        *end = '\0';
+        char *tag = strchr(line, ' ');
+        tag = tag ? strchr(tag + 1, ' ') : NULL;
+        if (tag && (tag[1] == 'F' || tag[1] == 'P') && tag[2] == ' ') {
+            size_t l = strlen(tag + 3);
+            memcpy(text + n, tag + 3, l);
+            n += l;
+            if (tag[1] == 'F')
+                text[n++] = '\n';
+        }
+        line = end + 1;
+    }
+    free(raw);
+    text[n] = '\0';
+    // The last max_lines lines (the text ends with a newline when the last
+    // entry was whole), then the last max_bytes of them.
+    size_t start = n;
+    int lines = 0;
+    while (start > 0) {
+        if (text[start - 1] == '\n' && start != n && ++lines == max_lines)
+            break;
+        start--;
+    }
+    if (n - start > max_bytes)
+        start = n - max_bytes;
+    snprintf(out, cap, "%s", text + start);
+    free(text);
+    return 0;
+}

@@ -48,6 +48,14 @@ const char *cri_log_path(const cri_log_t *self);
 void cri_log_path_for(char *buf, size_t cap, const char *log_dir, const char *namespace_,
                       const char *pod, const char *uid, const char *container, int restart);
 
+// The text of the last max_lines lines of the log at path (both streams,
+// as written; P pieces joined into their line), then only its last
+// max_bytes: what the kubelet reports for terminationMessagePolicy
+// FallbackToLogsOnError (80 lines, 2048 bytes). out gets at most cap-1
+// bytes and a NUL; "" when the file is missing or empty.
+int cri_log_tail(const char *path, int max_lines, size_t max_bytes, char *out, size_t cap,
+                 vmlet_err_t *err);
+
 // Formats unix_ns as "2026-11-26T19:00:00.123456789Z" into buf (>= 32).
 char *cri_log_timestamp(int64_t unix_ns, char *buf, size_t cap);
 

@@ -42,6 +42,7 @@ void ctr_started(ctr_t *c, unsigned instance, int64_t started_unix_ms)
 void ctr_exited(ctr_t *c, const ctr_exit_t *exit)
 {
     c->kill_at_unix_ms = 0;
+    c->post_start_running = c->pre_stop_running = false; // a late answer is for an old run
     c->phase = CTR_TERMINATED;
     c->exit = *exit;
     c->has_exit = true;
@@ -109,6 +110,13 @@ static Vmlet__ContainerState *s_state(const ctr_t *c)
             s->waiting->message = vmlet_xstrdup(c->message);
         break;
     case CTR_RUNNING:
+        if (c->post_start_running) {
+            s->state_case = VMLET__CONTAINER_STATE__STATE_WAITING;
+            s->waiting =
+                PB_NEW(Vmlet__ContainerStateWaiting, VMLET__CONTAINER_STATE_WAITING__INIT);
+            s->waiting->reason = vmlet_xstrdup("ContainerCreating");
+            break;
+        }
         s->state_case = VMLET__CONTAINER_STATE__STATE_RUNNING;
         s->running = PB_NEW(Vmlet__ContainerStateRunning, VMLET__CONTAINER_STATE_RUNNING__INIT);
         PB_SET(s->running, started_unix_ms, c->started_unix_ms);
@@ -133,7 +141,7 @@ Vmlet__ContainerStatus *ctr_status(const ctr_t *c, const char *image, const char
         st->last_state->terminated = s_terminated(&c->last);
     }
     PB_SET(st, restart_count, (int32_t)c->instance);
-    PB_SET(st, started, c->phase == CTR_RUNNING);
+    PB_SET(st, started, c->phase == CTR_RUNNING && !c->post_start_running);
     if (image)
         st->image = vmlet_xstrdup(image);
     if (image_id)

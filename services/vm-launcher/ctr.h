@@ -18,7 +18,7 @@ typedef struct {
     int exit_code;
     int signal;
     char reason[32];    // Completed, Error, OOMKilled, StartError...
-    char message[1024]; // a failed start's reason, or the termination message
+    char message[4097]; // a failed start's reason, or the termination message (<= 4096 bytes)
     int64_t started_unix_ms;
     int64_t finished_unix_ms;
 } ctr_exit_t;
@@ -49,6 +49,12 @@ typedef struct {
     int64_t restart_at_unix_ms;
     bool done; // finished and will not run again (restartPolicy said so)
     int64_t kill_at_unix_ms; // asked to stop: SIGKILL if still running then (0: not asked)
+    // Lifecycle hooks (pod_hooks.c): a running container whose postStart
+    // hook has not finished reports Waiting (ContainerCreating), as it is
+    // not Running for Kubernetes until then; one whose preStop hook runs
+    // gets its stop signal when the hook is done.
+    bool post_start_running;
+    bool pre_stop_running;
 } ctr_t;
 
 void ctr_init(ctr_t *c, const char *name, bool init);

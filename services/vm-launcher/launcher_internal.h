@@ -198,6 +198,10 @@ void pod_vm_watch_exit(pod_vm_t *self);
 // Stops polling the VMM exit fd and the agent fd, closing the channel.
 void pod_vm_unpoll(pod_vm_t *self);
 void pod_vm_set_state(pod_vm_t *self, pv_state_t state, const char *reason, const char *message);
+// Container i's spec (init containers first), or NULL without a spec.
+const Vmlet__Container *pod_vm_spec_container(const pod_vm_t *self, size_t i);
+// Sends container i its stop signal (the image's STOPSIGNAL, else SIGTERM).
+void pod_vm_signal_stop(pod_vm_t *self, size_t i);
 ctr_t *pod_vm_ctr(pod_vm_t *self, const char *name, size_t *index);
 
 // pod_agent.c
@@ -234,6 +238,15 @@ void pod_record_save_seq(pod_vm_t *self);
 
 // pod_exec.c
 int pod_exec_request(launcher_t *l, const Vmlet__ExecRequest *req);
+// The launcher's own exec (lifecycle hooks): argv in the container through
+// the agent; done is called once with the exit code, or timed_out, or
+// error (the pod's agent went away...), and stdout+stderr. -1 when the
+// agent cannot be reached now (done is not called).
+typedef void (*pod_exec_done_fn)(pod_vm_t *pod, const char *container, int exit_code,
+                                 bool timed_out, const char *error, const char *output,
+                                 void *arg);
+int pod_exec_run(pod_vm_t *pod, const char *container, char *const *argv, size_t argc,
+                 int timeout_ms, pod_exec_done_fn done, void *arg);
 void pod_exec_on_started(pod_vm_t *self, const Vmlet__ExecStarted *m);
 void pod_exec_on_data(pod_vm_t *self, const Vmlet__StreamData *m);
 void pod_exec_on_close(pod_vm_t *self, const Vmlet__StreamClose *m);

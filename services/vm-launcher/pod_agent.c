@@ -6,6 +6,7 @@
 // exec results. A guest that breaks the protocol is cut off; one that
 // keeps doing so has its VM stopped.
 #include "launcher_internal.h"
+#include "pod_hooks.h"
 
 #include "vmlet/pb.h"
 #include "vmlet/timeutil.h"
@@ -136,6 +137,7 @@ static void s_on_started(pod_vm_t *self, const Vmlet__ContainerStarted *m)
         return; // old news (a resend after a reconnect)
     ctr_started(c, m->instance, m->started_unix_ms);
     c->restart_at_unix_ms = INT64_MAX;
+    pod_hooks_post_start(self, i); // Waiting until its postStart hook is done, if it has one
     pod_record_changed(self);
 }
 
@@ -181,6 +183,25 @@ static void s_on_output(pod_vm_t *self, const Vmlet__OutputChunk *m)
     session_on_output(self, m); // attached clients see what the log gets
 }
 
+// The kubelet's FallbackToLogsOnError: the last 80 lines of the run's
+// log, at most its last 2048 bytes.
+#define FALLBACK_LOG_LINES 80
+#define FALLBACK_LOG_BYTES 2048
+static void s_fallback_to_logs(pod_vm_t *self, size_t i, unsigned instance, char *out, size_t cap)
+{
+    const Vmlet__Container *spec = pod_vm_spec_container(self, i);
+    if (!spec || !spec->termination_message_policy ||
+        strcmp(spec->termination_message_policy, "FallbackToLogsOnError") != 0)
+        return;
+    const Vmlet__PodRef *ref = self->spec->pod;
+    char path[PATH_MAX];
+    cri_log_path_for(path, sizeof path, self->l->settings->log_dir, ref->namespace_, ref->name,
+                     self->uid, self->ctrs[i].name, (int)instance);
+    vmlet_err_t err = {0};
+    if (cri_log_tail(path, FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES, out, cap, &err) < 0)
+        snprintf(out, cap, "Error on reading termination message from logs: %s", err.msg);
+}
+
 static void s_on_exited(pod_vm_t *self, const Vmlet__ContainerExited *m)
 {
     size_t i;
@@ -197,12 +218,15 @@ static void s_on_exited(pod_vm_t *self, const Vmlet__ContainerExited *m)
     if (!e.started_unix_ms)
         e.started_unix_ms = c->phase == CTR_RUNNING ? c->started_unix_ms : e.finished_unix_ms;
     snprintf(e.reason, sizeof e.reason, "%s", m->reason ? m->reason : "");
-    // The termination message, or a failed start's reason.
+    // The termination message, or a failed start's reason, or (policy
+    // FallbackToLogsOnError, a failure without a message) the log's tail.
     if (m->has_termination_message && m->termination_message.len)
         snprintf(e.message, sizeof e.message, "%.*s", (int)m->termination_message.len,
                  (const char *)m->termination_message.data);
     else if (m->message)
         snprintf(e.message, sizeof e.message, "%s", m->message);
+    else if (m->exit_code != 0)
+        s_fallback_to_logs(self, i, m->instance, e.message, sizeof e.message);
     c->instance = m->instance;
     ctr_exited(c, &e);
     session_on_container_exit(self, i, e.exit_code, e.signal); // attach and follow end

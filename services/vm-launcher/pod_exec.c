@@ -1,4 +1,5 @@
-// Exec requests from the bus (exec probes, hooks, tools): the launcher
+// Exec requests from the bus (exec probes, tools) and from the launcher
+// itself (lifecycle hooks, pod_exec_run): the launcher
 // that owns the pod's VM runs the command through the guest agent
 // (ExecStart, stdin as StreamData, output back as StreamData until
 // ExecExited) and publishes an ExecResult. Output beyond the request's cap
@@ -29,6 +30,8 @@ struct exec_session {
     size_t out_len[2];
     size_t max;
     bool truncated;
+    pod_exec_done_fn on_done; // the launcher's own: called instead of publishing
+    void *arg;
 };
 
 static void s_free(exec_session_t **s_p)
@@ -47,6 +50,19 @@ static void s_result(launcher_t *l, const pod_vm_t *pod, const exec_session_t *s
                      const char *request_id, const char *container, int exit_code,
                      bool timed_out, const char *error)
 {
+    if (s && s->on_done) {
+        // stdout, then stderr, as one text (hook failures quote it).
+        size_t n = s->out_len[0] + s->out_len[1];
+        char *output = vmlet_xmalloc(n + 1);
+        if (s->out_len[0])
+            memcpy(output, s->out[0], s->out_len[0]);
+        if (s->out_len[1])
+            memcpy(output + s->out_len[0], s->out[1], s->out_len[1]);
+        output[n] = '\0';
+        s->on_done((pod_vm_t *)pod, container, exit_code, timed_out, error, output, s->arg);
+        free(output);
+        return;
+    }
     Vmlet__PodRef ref = VMLET__POD_REF__INIT;
     ref.uid = (char *)pod->uid;
     if (pod->spec) {
@@ -147,6 +163,36 @@ int pod_exec_request(launcher_t *l, const Vmlet__ExecRequest *req)
                  "the pod's guest agent is not reachable");
         s_free(&s);
         return 0;
+    }
+    zlistx_add_end(pod->execs, s);
+    return 0;
+}
+
+int pod_exec_run(pod_vm_t *pod, const char *container, char *const *argv, size_t argc,
+                 int timeout_ms, pod_exec_done_fn done, void *arg)
+{
+    if (!pod->ch || argc == 0)
+        return -1;
+    exec_session_t *s = vmlet_xcalloc(1, sizeof *s);
+    snprintf(s->container, sizeof s->container, "%s", container);
+    s->stream_id = ++pod->l->next_stream_id;
+    s->deadline_ms = vmlet_now_ms() + timeout_ms + DEADLINE_SLACK_MS;
+    s->max = DEFAULT_MAX_OUTPUT;
+    s->on_done = done;
+    s->arg = arg;
+    Vmlet__ExecStart start = VMLET__EXEC_START__INIT;
+    PB_SET(&start, stream_id, s->stream_id);
+    start.container = s->container;
+    start.argv = (char **)argv;
+    start.n_argv = argc;
+    PB_SET(&start, stdin, true);
+    PB_SET(&start, timeout_ms, timeout_ms);
+    Vmlet__GuestMessage msg = VMLET__GUEST_MESSAGE__INIT;
+    msg.body_case = VMLET__GUEST_MESSAGE__BODY_EXEC;
+    msg.exec = &start;
+    if (!pod_agent_send(pod, &msg)) {
+        s_free(&s);
+        return -1;
     }
     zlistx_add_end(pod->execs, s);
     return 0;

@@ -10,6 +10,7 @@
 // while Kubernetes still shows the pod, as a kubelet removes a finished
 // pod's sandbox.
 #include "launcher_internal.h"
+#include "pod_hooks.h"
 
 #include "vmlet/fsutil.h"
 #include "vmlet/image_index.h"
@@ -83,6 +84,11 @@ static const Vmlet__Container *s_spec_container(const pod_vm_t *self, size_t i)
 {
     return i < self->n_init ? self->spec->init_containers[i]
                             : self->spec->containers[i - self->n_init];
+}
+
+const Vmlet__Container *pod_vm_spec_container(const pod_vm_t *self, size_t i)
+{
+    return self->spec && i < self->n_ctrs ? s_spec_container(self, i) : NULL;
 }
 
 // --- making and forgetting ---------------------------------------------------------------
@@ -553,11 +559,27 @@ static void s_signal(pod_vm_t *self, size_t i, int signal)
     pod_agent_send(self, &msg);
 }
 
+void pod_vm_signal_stop(pod_vm_t *self, size_t i)
+{
+    if (self->ctrs[i].phase == CTR_RUNNING)
+        s_signal(self, i, s_stop_signal(self, i));
+}
+
 static void s_signal_all(pod_vm_t *self, bool kill_now)
 {
     for (size_t i = 0; i < self->n_ctrs; i++)
         if (self->ctrs[i].phase == CTR_RUNNING)
             s_signal(self, i, kill_now ? SIGKILL : s_stop_signal(self, i));
+}
+
+// The pod stops: each running container's preStop hook first (it then
+// sends the stop signal), or the stop signal now.
+static void s_stop_all(pod_vm_t *self)
+{
+    for (size_t i = 0; i < self->n_ctrs; i++)
+        if (self->ctrs[i].phase == CTR_RUNNING &&
+            !pod_hooks_pre_stop(self, i, self->stop_deadline_unix_ms))
+            s_signal(self, i, s_stop_signal(self, i));
 }
 
 static bool s_any_running(const pod_vm_t *self)
@@ -618,7 +640,10 @@ void pod_vm_stop(pod_vm_t *self, int64_t grace_s, const char *reason)
         s_power_off(self);
         return;
     }
-    s_signal_all(self, grace_s == 0);
+    if (grace_s == 0)
+        s_signal_all(self, true);
+    else
+        s_stop_all(self);
     pod_vm_set_state(self, PV_STOPPING, "Killing", NULL);
 }
 
@@ -633,12 +658,13 @@ void pod_vm_restart_container(pod_vm_t *self, const char *name, const char *reas
         self->l->log,
         VMLET_KV({"pod", self->desc}, {"container", name}, {"reason", reason ? reason : ""}),
         "restarting: %s", message ? message : "");
-    s_signal(self, i, s_stop_signal(self, i));
     if (grace_s < 0)
         grace_s = self->spec->has_termination_grace_period_seconds
                       ? self->spec->termination_grace_period_seconds
                       : 30;
     c->kill_at_unix_ms = vmlet_unix_ms() + grace_s * 1000;
+    if (!pod_hooks_pre_stop(self, i, c->kill_at_unix_ms))
+        s_signal(self, i, s_stop_signal(self, i));
 }
 
 // Containers asked to stop that are still running at their deadline.

@@ -25,6 +25,7 @@ typedef struct {
     Vmlet__ImagePullProgress progress;
     Vmlet__ExecRequest exec_request;
     Vmlet__ExecResult exec_result;
+    Vmlet__PodEvent pod_event;
     Vmlet__PodSpec pod_spec;
     Vmlet__Container container;
     Vmlet__Container *containers[1];
@@ -75,6 +76,8 @@ static void s_fill_examples(examples_t *x)
     x->exec_result = (Vmlet__ExecResult)VMLET__EXEC_RESULT__INIT;
     x->exec_result.request_id = "r-1", x->exec_result.has_exit_code = 1;
     x->exec_result.exit_code = 3;
+    x->pod_event = (Vmlet__PodEvent)VMLET__POD_EVENT__INIT;
+    x->pod_event.pod = &x->pod, x->pod_event.reason = "FailedPostStartHook";
     x->container = (Vmlet__Container)VMLET__CONTAINER__INIT;
     x->container.name = "app", x->container.image = "alpine";
     x->args[0] = "sleep", x->args[1] = "3600";
@@ -105,6 +108,7 @@ static bool s_set_body(vmlet_envelope_t *env, examples_t *x, vmlet_body_case_t c
     case VMLET__ENVELOPE__BODY_IMAGE_PULL_PROGRESS: env->image_pull_progress = &x->progress; return true;
     case VMLET__ENVELOPE__BODY_EXEC_REQUEST: env->exec_request = &x->exec_request; return true;
     case VMLET__ENVELOPE__BODY_EXEC_RESULT: env->exec_result = &x->exec_result; return true;
+    case VMLET__ENVELOPE__BODY_POD_EVENT: env->pod_event = &x->pod_event; return true;
     default: return false;
     }
 }

@@ -240,8 +240,9 @@ void pod_record_save_seq(pod_vm_t *self);
 int pod_exec_request(launcher_t *l, const Vmlet__ExecRequest *req);
 // The launcher's own exec (lifecycle hooks): argv in the container through
 // the agent; done is called once with the exit code, or timed_out, or
-// error (the pod's agent went away...), and stdout+stderr. -1 when the
-// agent cannot be reached now (done is not called).
+// error (the pod's agent went away...), and stdout+stderr; with pod NULL
+// when the pod's VM or the launcher stops first (nothing to act on). -1
+// when the agent cannot be reached now (done is not called).
 typedef void (*pod_exec_done_fn)(pod_vm_t *pod, const char *container, int exit_code,
                                  bool timed_out, const char *error, const char *output,
                                  void *arg);

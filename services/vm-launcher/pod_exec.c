@@ -269,9 +269,15 @@ void pod_exec_tick(pod_vm_t *self, bool abort_all, const char *why)
     exec_session_t *s = zlistx_first(self->execs);
     while (s) {
         exec_session_t *next = zlistx_next(self->execs);
-        if (abort_all || now >= s->deadline_ms) {
+        if (abort_all && s->on_done) {
+            // The pod's VM or the launcher is going: the hook's answer is
+            // moot (pod NULL says so), its caller only lets go.
+            s->on_done(NULL, s->container, 0, false, why, "", s->arg);
+        } else if (abort_all || now >= s->deadline_ms) {
             s_result(self->l, self, s, s->request_id, s->container, 0, !abort_all,
                      abort_all ? why : "timed out");
+        }
+        if (abort_all || now >= s->deadline_ms) {
             s_remove(self, s);
             // zlistx's cursor moved with the delete: start from the front again.
             next = zlistx_first(self->execs);

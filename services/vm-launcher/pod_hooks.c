@@ -137,9 +137,12 @@ static void s_finish(hook_t *h, bool ok, const char *message)
 static void s_exec_done(pod_vm_t *pod, const char *container, int exit_code, bool timed_out,
                         const char *error, const char *output, void *arg)
 {
-    (void)pod;
     (void)container;
     hook_t *h = arg;
+    if (!pod) { // the VM or the launcher stopped first
+        s_hook_free(h);
+        return;
+    }
     char message[HOOK_MESSAGE_MAX];
     bool ok = !error && !timed_out && exit_code == 0;
     if (error)

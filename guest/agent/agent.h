@@ -112,6 +112,14 @@ typedef struct {
     char *name;
     char *dir;  // where its files are, in the agent's view
     bool tmpfs; // mounted by the agent at dir
+    // A files volume (atomic_write.h): what WriteFiles updates, with the
+    // mode and fsGroup (< 0: none) setup gave; the data directory the last
+    // update replaced, removed at old_data_until_ms (volumes_tick).
+    bool files;
+    uint32_t default_mode;
+    int64_t fs_group;
+    char old_data[64];
+    int64_t old_data_until_ms;
 } volume_t;
 
 typedef struct {
@@ -148,6 +156,8 @@ int net_setup(const Vmlet__PodSetup *setup, vmlet_err_t *err);
 int net_loopback_up(vmlet_err_t *err);
 int volumes_setup(agent_t *a, const Vmlet__PodSetup *setup, vmlet_err_t *err);
 int volumes_write_files(agent_t *a, const Vmlet__WriteFiles *w, vmlet_err_t *err);
+// Removes updated volumes' old data once their grace is over.
+void volumes_tick(agent_t *a, int64_t now);
 const volume_t *volume_find(const agent_t *a, const char *name);
 container_t *container_find(agent_t *a, const char *name);
 // Mounts (or, with fresh, remakes) a container's overlay root.

@@ -102,6 +102,7 @@ static void s_turn(agent_t *a)
     containers_tick(a, now);
     execs_tick(a, now);
     power_tick(a, now);
+    volumes_tick(a, now);
     misbehave_tick(a);
     loop_watch(a, a->sigfd, POLLIN, s_on_signal, NULL);
     loop_watch(a, a->button_fd, POLLIN, power_button_event, NULL);

@@ -1,17 +1,17 @@
 // The pod's volumes inside the VM. emptyDir: a directory on the scratch
 // disk (tmpfs when medium is Memory). Files volumes (configMap, secret,
-// downwardAPI, projected), whose contents the host sends: written with
-// their modes, on tmpfs when the host says so (secrets never touch a
-// disk), else on the scratch disk. Containers bind-mount these
-// directories (rootfs.c).
+// downwardAPI, projected), whose contents the host sends at setup and
+// again when they change (WriteFiles): laid out as the kubelet's
+// AtomicWriter does (atomic_write.h), with their modes and fsGroup, on
+// tmpfs when the host says so (secrets never touch a disk), else on the
+// scratch disk. Containers bind-mount these directories (rootfs.c).
 #include "agent.h"
-#include "inroot.h"
+#include "atomic_write.h"
 #include "util.h"
 
 #include "vmlet/xalloc.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #define FILE_MODE_DEFAULT 0644
+// How long an updated volume's old data directory outlives the swap: a
+// reader that resolved ..data to it just before still finds its files.
+#define OLD_DATA_GRACE_MS 2000
 
 const volume_t *volume_find(const agent_t *a, const char *name)
 {
@@ -51,28 +54,6 @@ static int s_tmpfs(const char *dir, const char *opts, vmlet_err_t *err)
     if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
         return vmlet_err_errno(err, errno, "mount tmpfs on %s", dir);
     return 0;
-}
-
-static int s_write_files(const char *dir, Vmlet__GuestFile **files, size_t n, uint32_t default_mode,
-                         vmlet_err_t *err)
-{
-    int root = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root < 0)
-        return vmlet_err_errno(err, errno, "open %s", dir);
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        const Vmlet__GuestFile *f = files[i];
-        if (!relpath_ok(f->path)) {
-            rc = vmlet_err_set(err, "file \"%s\": not a relative path inside the volume",
-                               f->path ? f->path : "");
-            break;
-        }
-        uint32_t mode = f->has_mode && f->mode ? f->mode : default_mode;
-        rc = inroot_write(root, f->path, f->has_content ? f->content.data : NULL,
-                          f->has_content ? f->content.len : 0, mode & 07777, err);
-    }
-    close(root);
-    return rc;
 }
 
 static int s_volume(const Vmlet__GuestVolume *v, volume_t *out, vmlet_err_t *err)
@@ -112,7 +93,11 @@ static int s_volume(const Vmlet__GuestVolume *v, volume_t *out, vmlet_err_t *err
                 return -1;
         }
         out->dir = vmlet_xstrdup(dir);
-        if (s_write_files(dir, f->files, f->n_files, def, err) < 0)
+        out->files = true;
+        out->default_mode = def;
+        out->fs_group = f->has_fs_group && f->fs_group >= 0 ? f->fs_group : -1;
+        char old[64];
+        if (atomic_write(dir, f->files, f->n_files, def, out->fs_group, old, sizeof old, err) < 0)
             return -1;
         break;
     }
@@ -143,12 +128,45 @@ int volumes_setup(agent_t *a, const Vmlet__PodSetup *setup, vmlet_err_t *err)
     return 0;
 }
 
+// Removes the data directory an update replaced, once readers that were
+// resolving a path through it have had time to open what they wanted.
+static void s_drop_old(volume_t *v)
+{
+    if (v->old_data[0])
+        atomic_write_drop(v->dir, v->old_data);
+    v->old_data[0] = '\0';
+}
+
+// The volume's whole new content: swapped in at once; subPath binds of
+// its files keep what they had, as on a kubelet.
 int volumes_write_files(agent_t *a, const Vmlet__WriteFiles *w, vmlet_err_t *err)
 {
-    const volume_t *v = volume_find(a, w->volume);
-    if (!v)
-        return vmlet_err_set(err, "WriteFiles: no volume \"%s\"", w->volume ? w->volume : "");
-    if (s_write_files(v->dir, w->files, w->n_files, FILE_MODE_DEFAULT, err) < 0)
+    volume_t *v = NULL;
+    for (size_t i = 0; w->volume && i < a->n_volumes; i++)
+        if (strcmp(a->volumes[i].name, w->volume) == 0)
+            v = &a->volumes[i];
+    if (!v || !v->files)
+        return vmlet_err_set(err, "WriteFiles: no files volume \"%s\"", w->volume ? w->volume : "");
+    int64_t t0 = now_ms();
+    s_drop_old(v); // two versions back by now
+    if (atomic_write(v->dir, w->files, w->n_files, v->default_mode, v->fs_group, v->old_data,
+                     sizeof v->old_data, err) < 0)
         return vmlet_err_wrap(err, "WriteFiles %s", w->volume);
+    v->old_data_until_ms = now_ms() + OLD_DATA_GRACE_MS;
+    alog("volume %s: new content, %zu files (%lld ms)", v->name, w->n_files,
+         (long long)(now_ms() - t0));
     return 0;
+}
+
+void volumes_tick(agent_t *a, int64_t now)
+{
+    for (size_t i = 0; i < a->n_volumes; i++) {
+        volume_t *v = &a->volumes[i];
+        if (!v->old_data[0])
+            continue;
+        if (now >= v->old_data_until_ms)
+            s_drop_old(v);
+        else
+            loop_deadline(a, v->old_data_until_ms);
+    }
 }

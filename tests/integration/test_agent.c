@@ -789,7 +789,7 @@ static void test_app_volumes_argv_exit_code(void **state)
     NEED_VM();
     const char *script =
         "echo \"args:$*\"; pwd; cat /shared/note; cat /etc/config/greeting; "
-        "stat -c '%a %n' /etc/config/greeting /etc/config/sub/nested.txt /etc/secret/password; "
+        "stat -L -c '%a %n' /etc/config/greeting /etc/config/sub/nested.txt /etc/secret/password; "
         "cat /etc/secret/password; echo; "
         "awk '$2 == \"/etc/secret\" || $2 == \"/cache\" {print $2, $3}' /proc/mounts; "
         "touch /etc/config/x 2>/dev/null && echo config-writable || echo config-readonly; "

@@ -448,7 +448,7 @@ static void test_env_args_volumes_succeed(void **state)
             "    command: [/bin/sh, -c]\n"
             "    args:\n"
             "    - 'echo \"args: $0 $1\"; echo GREETING=$GREETING; echo POD_IP=$POD_IP; "
-            "echo SECRET=$SECRET; echo MODE=$MODE; stat -c \"%%a %%n\" /cfg/app.conf "
+            "echo SECRET=$SECRET; echo MODE=$MODE; stat -L -c \"%%a %%n\" /cfg/app.conf "
             "/sec/password; cat /cfg/app.conf; grep \" /sec \" /proc/mounts; echo host=$(hostname); "
             "grep -v \"^#\" /etc/hosts | grep env; echo done'\n"
             "    - first-$(NAME)\n    - second\n"

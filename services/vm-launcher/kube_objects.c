@@ -58,6 +58,37 @@ int kube_objects_get(vmlet_kube_t *kube, const char *kind, const char *namespace
     return rc;
 }
 
+int kube_objects_token(vmlet_kube_t *kube, const char *namespace_, const char *service_account,
+                       const char *audience, int64_t expiration_seconds, const char *pod_name,
+                       const char *pod_uid, char **token, vmlet_err_t *err)
+{
+    cJSON *req = cJSON_CreateObject(), *spec = cJSON_AddObjectToObject(req, "spec");
+    cJSON_AddStringToObject(req, "apiVersion", "authentication.k8s.io/v1");
+    cJSON_AddStringToObject(req, "kind", "TokenRequest");
+    cJSON *auds = cJSON_AddArrayToObject(spec, "audiences");
+    if (audience && *audience)
+        cJSON_AddItemToArray(auds, cJSON_CreateString(audience));
+    cJSON_AddNumberToObject(spec, "expirationSeconds", (double)expiration_seconds);
+    cJSON *bound = cJSON_AddObjectToObject(spec, "boundObjectRef");
+    cJSON_AddStringToObject(bound, "kind", "Pod");
+    cJSON_AddStringToObject(bound, "apiVersion", "v1");
+    cJSON_AddStringToObject(bound, "name", pod_name);
+    cJSON_AddStringToObject(bound, "uid", pod_uid);
+    char path[600];
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/serviceaccounts/%s/token", namespace_,
+             service_account);
+    cJSON *out = NULL;
+    int rc = vmlet_kube_call(kube, "POST", path, "application/json", req, NULL, &out, err);
+    cJSON_Delete(req);
+    const char *t = rc == 0 ? vmlet_json_str(out, "status", "token") : NULL;
+    if (t)
+        *token = vmlet_xstrdup(t);
+    cJSON_Delete(out);
+    if (!t)
+        return rc == 0 ? vmlet_err_set(err, "TokenRequest: no token in the answer") : -1;
+    return 0;
+}
+
 const object_item_t *object_data_find(const object_data_t *data, const char *key)
 {
     for (size_t i = 0; i < data->n; i++)

@@ -1,5 +1,6 @@
-// The ConfigMaps and Secrets a pod's volumes and environment name, read
-// from the API server when the pod starts (never stored: DESIGN.md §2).
+// The ConfigMaps and Secrets a pod's volumes and environment name, and its
+// service account tokens, read from the API server when the pod starts and
+// while it runs (never stored: DESIGN.md §2).
 #ifndef VMLET_LAUNCHER_KUBE_OBJECTS_H
 #define VMLET_LAUNCHER_KUBE_OBJECTS_H
 
@@ -25,6 +26,13 @@ typedef struct {
 // object does not exist (404), -1 with err when it could not be read.
 int kube_objects_get(vmlet_kube_t *kube, const char *kind, const char *namespace_,
                      const char *name, object_data_t *out, vmlet_err_t *err);
+
+// A bound service account token for a pod (TokenRequest: audience may be
+// empty; bound to the pod, so it dies with it). Returns 0 with *token
+// (malloc'd: wipe before freeing), or -1 with err.
+int kube_objects_token(vmlet_kube_t *kube, const char *namespace_, const char *service_account,
+                       const char *audience, int64_t expiration_seconds, const char *pod_name,
+                       const char *pod_uid, char **token, vmlet_err_t *err);
 
 // The value for key, or NULL.
 const object_item_t *object_data_find(const object_data_t *data, const char *key);

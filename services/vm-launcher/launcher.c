@@ -3,6 +3,7 @@
 #include "launcher_internal.h"
 #include "vmm_host_client.h"
 #include "session.h"
+#include "volume_refresh.h"
 
 #include "vmlet/fsutil.h"
 #include "vmlet/pb.h"
@@ -42,6 +43,10 @@ const vmlet_cfg_option_t launcher_options[] = {
      "how often the capacity is announced (valid for 3 intervals)"},
     {"stats-interval", VMLET_CFG_DURATION, "10s", 500, 600000, NULL, OPT(stats_interval_ms),
      "how often each VM's resource figures are sampled for kubectl top (valid for 3 intervals)"},
+    {"volume-refresh-interval", VMLET_CFG_DURATION, "10s", 500, 600000, NULL,
+     OPT(volume_refresh_interval_ms),
+     "how often running pods' configMap, secret and projected volumes are read again (a "
+     "changed one is swapped into the guest)"},
     {"kubeconfig", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(kubeconfig),
      "kubeconfig to read Secrets and ConfigMaps pods use; empty: the in-cluster service account"},
     {"host-ip", VMLET_CFG_STRING, "", 0, 0, NULL, OPT(host_ip),
@@ -313,6 +318,7 @@ static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
     for (pod_vm_t *p = zlistx_first(pods); p; p = zlistx_next(pods))
         pod_vm_tick(p);
     zlistx_destroy(&pods);
+    volume_refresh_tick(self->volume_refresh);
     if (vmlet_now_ms() >= self->next_reconcile_ms) {
         self->next_reconcile_ms = vmlet_now_ms() + RECONCILE_MS;
         s_reconcile(self);
@@ -366,8 +372,10 @@ int launcher_on_pod_desired(void *arg, const vmlet_envelope_t *env)
     launcher_t *self = arg;
     const Vmlet__PodDesired *d = env->pod_desired;
     pod_vm_t *pod = d->pod && d->pod->uid ? s_pod(self, d->pod->uid, false) : NULL;
-    if (pod) // only ours; new pods come as LaunchRequests
+    if (pod) { // only ours; new pods come as LaunchRequests
         pod_vm_desired(pod, d->spec_hash);
+        volume_refresh_pod_desired(self->volume_refresh, pod, d->spec_hash); // labels...
+    }
     return 0;
 }
 
@@ -671,6 +679,7 @@ void *launcher_start(vmlet_service_t *service, vmlet_err_t *err)
     else
         vmlet_kube_set_metrics(self->kube, vmlet_service_metrics(self->service));
     self->sessions = session_server_new(self);
+    self->volume_refresh = volume_refresh_new(self);
     int adopted = pod_record_adopt_all(self);
     if (adopted > 0)
         vmlet_log_info(self->log, NULL, "adopted %d pods' VMs from before the restart", adopted);
@@ -693,6 +702,7 @@ void launcher_stop(void **self_p)
     if (self->tick_timer > 0)
         zloop_timer_end(self->loop, self->tick_timer);
     session_server_destroy(&self->sessions); // their agent streams close while agents are there
+    volume_refresh_destroy(&self->volume_refresh);
     if (self->settings->stop_vms_on_exit && self->net)
         s_stop_everything(self);
     // Otherwise the VMs run on (DESIGN.md §3): only our handles go.

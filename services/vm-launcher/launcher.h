@@ -15,6 +15,7 @@ typedef struct {
     long max_pods;
     int64_t announce_interval_ms;
     int64_t stats_interval_ms;
+    int64_t volume_refresh_interval_ms;
     char *kubeconfig;
     char *host_ip;
     char *state_dir;

@@ -33,6 +33,7 @@ typedef struct pod_vm pod_vm_t;
 typedef struct exec_session exec_session_t;
 typedef struct session_server session_server_t;
 typedef struct pod_stats pod_stats_t;
+typedef struct volume_refresh volume_refresh_t;
 
 typedef struct {
     vmlet_service_t *service;
@@ -58,6 +59,7 @@ typedef struct {
     int64_t next_reconcile_ms;
     uint32_t next_stream_id;
     session_server_t *sessions; // kubectl logs/exec/attach/port-forward (session.h)
+    volume_refresh_t *volume_refresh; // live files volumes (volume_refresh.h)
     // metrics
     vmlet_metric_t *vms;
     vmlet_metric_t *boots;

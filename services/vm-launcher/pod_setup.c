@@ -4,6 +4,7 @@
 // a container, resolved at that moment (container_run.h).
 #include "launcher_internal.h"
 
+#include "volume_refresh.h"
 #include "volumes.h"
 
 #include "vmlet/kube_api.h"
@@ -393,6 +394,8 @@ int pod_setup_send(pod_vm_t *self)
     msg.body_case = VMLET__GUEST_MESSAGE__BODY_SETUP;
     msg.setup = &setup;
     bool sent = pod_agent_send(self, &msg);
+    if (sent) // the baseline live updates compare against
+        volume_refresh_setup_sent(l->volume_refresh, self, volumes, n_volumes);
     explicit_bzero(seed, sizeof seed);
     free(setup.resolv_conf);
     free(setup.hosts);

@@ -138,7 +138,8 @@ static int s_token_file(const volume_inputs_t *in, const char *volume,
     return 0;
 }
 
-static Vmlet__GuestVolume *s_files_volume(const char *name, files_t *files, bool tmpfs)
+static Vmlet__GuestVolume *s_files_volume(const volume_inputs_t *in, const char *name,
+                                          files_t *files, bool tmpfs)
 {
     Vmlet__GuestVolume *v = PB_NEW(Vmlet__GuestVolume, VMLET__GUEST_VOLUME__INIT);
     v->name = vmlet_xstrdup(name);
@@ -147,11 +148,15 @@ static Vmlet__GuestVolume *s_files_volume(const char *name, files_t *files, bool
     v->files->files = files->files;
     v->files->n_files = files->n;
     PB_SET(v->files, tmpfs, tmpfs);
+    // The kubelet gives these volumes the pod's fsGroup (SetVolumeOwnership).
+    const Vmlet__PodSecurityContext *psc = in->run->pod->security_context;
+    if (psc && psc->has_fs_group)
+        PB_SET(v->files, fs_group, psc->fs_group);
     return v;
 }
 
-static int s_volume(const volume_inputs_t *in, const Vmlet__Volume *vol, Vmlet__GuestVolume **out,
-                    run_problem_t *problem, vmlet_err_t *err)
+int volumes_build_one(const volume_inputs_t *in, const Vmlet__Volume *vol, Vmlet__GuestVolume **out,
+                      run_problem_t *problem, vmlet_err_t *err)
 {
     files_t files = {0};
     int rc = 0;
@@ -218,7 +223,7 @@ static int s_volume(const volume_inputs_t *in, const Vmlet__Volume *vol, Vmlet__
         // k8s-watcher turns unsupported volumes into a pod problem first.
         return s_problem(problem, "volume %s: unsupported volume type", vol->name);
     }
-    Vmlet__GuestVolume *v = s_files_volume(vol->name, &files, tmpfs);
+    Vmlet__GuestVolume *v = s_files_volume(in, vol->name, &files, tmpfs);
     if (rc < 0) {
         vmlet__guest_volume__free_unpacked(v, NULL);
         return -1;
@@ -234,7 +239,7 @@ int volumes_build(const volume_inputs_t *in, Vmlet__GuestVolume ***out, size_t *
     const Vmlet__PodSpec *pod = in->run->pod;
     Vmlet__GuestVolume **list = vmlet_xcalloc(pod->n_volumes + 1, sizeof *list);
     for (size_t i = 0; i < pod->n_volumes; i++) {
-        if (s_volume(in, pod->volumes[i], &list[i], problem, err) < 0) {
+        if (volumes_build_one(in, pod->volumes[i], &list[i], problem, err) < 0) {
             volumes_free(list, i);
             return -1;
         }
@@ -244,14 +249,48 @@ int volumes_build(const volume_inputs_t *in, Vmlet__GuestVolume ***out, size_t *
     return 0;
 }
 
+const char *volumes_kind(const Vmlet__Volume *vol)
+{
+    switch (vol->source_case) {
+    case VMLET__VOLUME__SOURCE_CONFIG_MAP:
+        return "configMap";
+    case VMLET__VOLUME__SOURCE_SECRET:
+        return "secret";
+    case VMLET__VOLUME__SOURCE_DOWNWARD_API:
+        return "downwardAPI";
+    case VMLET__VOLUME__SOURCE_PROJECTED:
+        return "projected";
+    default:
+        return NULL;
+    }
+}
+
+bool volumes_from_metadata(const Vmlet__Volume *vol)
+{
+    if (vol->source_case == VMLET__VOLUME__SOURCE_DOWNWARD_API)
+        return true;
+    if (vol->source_case != VMLET__VOLUME__SOURCE_PROJECTED)
+        return false;
+    for (size_t i = 0; i < vol->projected->n_sources; i++)
+        if (vol->projected->sources[i]->source_case ==
+            VMLET__VOLUME_PROJECTION__SOURCE_DOWNWARD_API)
+            return true;
+    return false;
+}
+
+void volumes_free_one(Vmlet__GuestVolume *v)
+{
+    if (!v)
+        return;
+    if (v->source_case == VMLET__GUEST_VOLUME__SOURCE_FILES)
+        for (size_t f = 0; f < v->files->n_files; f++) // secrets among them: wipe
+            explicit_bzero(v->files->files[f]->content.data, v->files->files[f]->content.len);
+    vmlet__guest_volume__free_unpacked(v, NULL);
+}
+
 void volumes_free(Vmlet__GuestVolume **volumes, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        Vmlet__GuestVolume *v = volumes[i];
-        if (v->source_case == VMLET__GUEST_VOLUME__SOURCE_FILES)
-            for (size_t f = 0; f < v->files->n_files; f++) // secrets among them: wipe
-                explicit_bzero(v->files->files[f]->content.data, v->files->files[f]->content.len);
-        vmlet__guest_volume__free_unpacked(v, NULL);
-    }
+    for (size_t i = 0; i < n; i++)
+        volumes_free_one(volumes[i]);
     free(volumes);
 }

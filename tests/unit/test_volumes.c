@@ -1,6 +1,7 @@
 // A pod's volumes for the guest: configMap and secret files with their
 // modes (secrets on tmpfs), items, optional and missing objects with the
-// kubelet's FailedMount words, downwardAPI, emptyDir, projected. The API
+// kubelet's FailedMount words, downwardAPI, emptyDir, projected, fsGroup,
+// and the kinds live updates cover. The API
 // server's answers come from a table here; test_launcher reads real ones.
 #include "testsupport.h"
 
@@ -241,12 +242,73 @@ static void test_projected(void **state)
     volumes_free(out, n);
 }
 
+// fsGroup goes with every files volume (the agent applies it at setup and
+// on each update); the kinds live updates cover, and which come from the
+// pod's metadata (refreshed at once on a PodDesired).
+static void test_fs_group_and_kinds(void **state)
+{
+    (void)state;
+    pod_t p;
+    s_pod(&p);
+    Vmlet__PodSecurityContext psc = VMLET__POD_SECURITY_CONTEXT__INIT;
+    PB_SET(&psc, fs_group, 2000);
+    p.pod.security_context = &psc;
+    Vmlet__ConfigMapVolume cm = VMLET__CONFIG_MAP_VOLUME__INIT;
+    cm.name = "cfg";
+    Vmlet__Volume *v = s_vol(&p, "c");
+    v->source_case = VMLET__VOLUME__SOURCE_CONFIG_MAP, v->config_map = &cm;
+    Vmlet__DownwardApiFile item = VMLET__DOWNWARD_API_FILE__INIT;
+    Vmlet__FieldRef field = VMLET__FIELD_REF__INIT;
+    field.field_path = "metadata.name";
+    item.path = "name", item.field = &field;
+    Vmlet__DownwardApiFile *items[] = {&item};
+    Vmlet__DownwardApiVolume dw = VMLET__DOWNWARD_API_VOLUME__INIT;
+    dw.items = items, dw.n_items = 1;
+    Vmlet__Volume *d = s_vol(&p, "d");
+    d->source_case = VMLET__VOLUME__SOURCE_DOWNWARD_API, d->downward_api = &dw;
+    Vmlet__VolumeProjection src = VMLET__VOLUME_PROJECTION__INIT;
+    src.source_case = VMLET__VOLUME_PROJECTION__SOURCE_DOWNWARD_API, src.downward_api = &dw;
+    Vmlet__VolumeProjection *sources[] = {&src};
+    Vmlet__ProjectedVolume pv = VMLET__PROJECTED_VOLUME__INIT;
+    pv.sources = sources, pv.n_sources = 1;
+    Vmlet__Volume *pr = s_vol(&p, "p");
+    pr->source_case = VMLET__VOLUME__SOURCE_PROJECTED, pr->projected = &pv;
+    Vmlet__EmptyDirVolume ed = VMLET__EMPTY_DIR_VOLUME__INIT;
+    Vmlet__Volume *e = s_vol(&p, "e");
+    e->source_case = VMLET__VOLUME__SOURCE_EMPTY_DIR, e->empty_dir = &ed;
+
+    Vmlet__GuestVolume *out = NULL;
+    run_problem_t problem = {0};
+    assert_int_equal(volumes_build_one(&p.in, v, &out, &problem, NULL), 0);
+    assert_true(out->files->has_fs_group);
+    assert_int_equal(out->files->fs_group, 2000);
+    volumes_free_one(out);
+    assert_int_equal(volumes_build_one(&p.in, d, &out, &problem, NULL), 0);
+    s_expect_file(out, "name", "web", 0644);
+    assert_int_equal(out->files->fs_group, 2000);
+    volumes_free_one(out);
+
+    assert_string_equal(volumes_kind(v), "configMap");
+    assert_string_equal(volumes_kind(d), "downwardAPI");
+    assert_string_equal(volumes_kind(pr), "projected");
+    assert_null(volumes_kind(e));
+    assert_false(volumes_from_metadata(v));
+    assert_true(volumes_from_metadata(d));
+    assert_true(volumes_from_metadata(pr));
+    assert_false(volumes_from_metadata(e));
+    p.pod.security_context = NULL; // without fsGroup, none is sent
+    assert_int_equal(volumes_build_one(&p.in, v, &out, &problem, NULL), 0);
+    assert_false(out->files->has_fs_group);
+    volumes_free_one(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_files_and_modes),
         cmocka_unit_test(test_missing_objects),
         cmocka_unit_test(test_projected),
+        cmocka_unit_test(test_fs_group_and_kinds),
     };
     return TS_RUN(tests);
 }

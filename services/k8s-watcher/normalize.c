@@ -336,6 +336,39 @@ static void s_pod_security(Vmlet__PodSpec *spec, const cJSON *j)
         s->run_as_non_root = b;
 }
 
+// dnsConfig and hostAliases as the pod gives them; the launcher merges them
+// as the kubelet does.
+static void s_dns_config(Vmlet__PodSpec *spec, const cJSON *j)
+{
+    if (!j)
+        return;
+    Vmlet__DnsConfig *d = spec->dns_config = PB_NEW(Vmlet__DnsConfig, VMLET__DNS_CONFIG__INIT);
+    d->nameservers = j_strings(j_get(j, "nameservers"), &d->n_nameservers);
+    d->searches = j_strings(j_get(j, "searches"), &d->n_searches);
+    const cJSON *options = j_get(j, "options"), *o;
+    d->options = vmlet_xcalloc((size_t)cJSON_GetArraySize(options) + 1, sizeof *d->options);
+    cJSON_ArrayForEach(o, options)
+    {
+        Vmlet__DnsOption *opt = PB_NEW(Vmlet__DnsOption, VMLET__DNS_OPTION__INIT);
+        opt->name = vmlet_xstrdup(j_str(o, "name") ? j_str(o, "name") : "");
+        opt->value = j_dup(o, "value"); // absent stays absent: "ndots" vs "ndots:"
+        d->options[d->n_options++] = opt;
+    }
+}
+
+static void s_host_aliases(Vmlet__PodSpec *spec, const cJSON *list)
+{
+    const cJSON *a;
+    spec->host_aliases = vmlet_xcalloc((size_t)cJSON_GetArraySize(list) + 1, sizeof(void *));
+    cJSON_ArrayForEach(a, list)
+    {
+        Vmlet__HostAlias *h = PB_NEW(Vmlet__HostAlias, VMLET__HOST_ALIAS__INIT);
+        h->ip = vmlet_xstrdup(j_str(a, "ip") ? j_str(a, "ip") : "");
+        h->hostnames = j_strings(j_get(a, "hostnames"), &h->n_hostnames);
+        spec->host_aliases[spec->n_host_aliases++] = h;
+    }
+}
+
 static void s_containers(norm_t *n, const cJSON *list, Vmlet__Container ***out, size_t *count)
 {
     *out = vmlet_xcalloc((size_t)cJSON_GetArraySize(list), sizeof **out);
@@ -362,6 +395,11 @@ static void s_spec(norm_t *n, Vmlet__PodSpec *spec, const cJSON *j)
     spec->subdomain = j_dup(j, "subdomain");
     const char *dns = j_str(j, "dnsPolicy");
     spec->dns_policy = vmlet_xstrdup(dns ? dns : "ClusterFirst");
+    s_dns_config(spec, j_get(j, "dnsConfig"));
+    s_host_aliases(spec, j_get(j, "hostAliases"));
+    bool links = true; // the API server's default
+    j_bool(j, "enableServiceLinks", &links);
+    PB_SET(spec, enable_service_links, links);
     spec->service_account_name = j_dup(j, "serviceAccountName");
     spec->node_name = j_dup(j, "nodeName");
     s_pod_security(spec, j_get(j, "securityContext"));

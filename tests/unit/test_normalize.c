@@ -142,6 +142,38 @@ static void test_defaults_and_basics(void **state)
     assert_null(s);
 }
 
+// What the launcher needs for the pod's names and environment: dnsConfig
+// and hostAliases as given, enableServiceLinks defaulted to true.
+static void test_dns_hosts_and_service_links(void **state)
+{
+    (void)state;
+    Vmlet__PodSpec *s = s_ok(
+        "{'containers':[{'name':'app','image':'busybox'}],'hostname':'db','subdomain':'back',"
+        "'dnsPolicy':'None','dnsConfig':{'nameservers':['192.0.2.53'],'searches':['a.example'],"
+        "'options':[{'name':'ndots','value':'2'},{'name':'edns0'}]},"
+        "'hostAliases':[{'ip':'192.0.2.10','hostnames':['foo.local','bar.local']}]}");
+    assert_string_equal(s->dns_policy, "None");
+    assert_string_equal(s->hostname, "db");
+    assert_string_equal(s->subdomain, "back");
+    assert_int_equal(s->dns_config->n_nameservers, 1);
+    assert_string_equal(s->dns_config->nameservers[0], "192.0.2.53");
+    assert_string_equal(s->dns_config->searches[0], "a.example");
+    assert_int_equal(s->dns_config->n_options, 2);
+    assert_string_equal(s->dns_config->options[0]->value, "2");
+    assert_null(s->dns_config->options[1]->value); // no value: "edns0", not "edns0:"
+    assert_int_equal(s->n_host_aliases, 1);
+    assert_string_equal(s->host_aliases[0]->ip, "192.0.2.10");
+    assert_int_equal(s->host_aliases[0]->n_hostnames, 2);
+    assert_string_equal(s->host_aliases[0]->hostnames[1], "bar.local");
+    assert_true(s->has_enable_service_links && s->enable_service_links);
+    pod_spec_free(&s);
+    s = s_ok("{'containers':[{'name':'app','image':'busybox'}],'enableServiceLinks':false}");
+    assert_true(s->has_enable_service_links && !s->enable_service_links);
+    assert_null(s->dns_config);
+    assert_int_equal(s->n_host_aliases, 0);
+    pod_spec_free(&s);
+}
+
 static void test_env_resolution(void **state)
 {
     (void)state;
@@ -310,6 +342,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults_and_basics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_resolution, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dns_hosts_and_service_links, setup, teardown),
         cmocka_unit_test_setup_teardown(test_problems, setup, teardown),
         cmocka_unit_test_setup_teardown(test_optional_references_are_not_problems, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_megabyte_of_env, setup, teardown),

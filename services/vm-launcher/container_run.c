@@ -405,12 +405,34 @@ static char *s_env_value(secrets_t *secrets, const run_inputs_t *in, env_t *env,
     }
 }
 
-// The kubelet's variables: envFrom in turn, then env, expanding each value
-// against those before it.
+// The Services' variables, asked now as the kubelet does at each start
+// (getServiceEnvVarMap): without them the container does not start.
+static int s_service_env(const run_inputs_t *in, env_t *env, run_problem_t *problem)
+{
+    if (!in->service_env)
+        return 0;
+    const Vmlet__PodSpec *pod = in->pod;
+    bool links = !pod->has_enable_service_links || pod->enable_service_links;
+    service_env_t vars = {0};
+    vmlet_err_t why = {0};
+    if (in->service_env(in->fetch_ctx, pod->pod->namespace_, links, &vars, &why) < 0)
+        return s_problem(problem, "CreateContainerConfigError", true,
+                         "failed to list services when setting up env vars: %s", why.msg);
+    for (size_t i = 0; i < vars.n; i++)
+        s_env_set(env, vars.names[i], vmlet_xstrdup(vars.values[i]));
+    service_env_clear(&vars);
+    return 0;
+}
+
+// The kubelet's variables: the Services' first (envFrom and env override
+// them, and $(VAR) sees them), then envFrom in turn, then env, expanding
+// each value against those before it.
 static int s_kube_env(const run_inputs_t *in, secrets_t *secrets, env_t *env,
                       run_problem_t *problem, vmlet_err_t *err)
 {
     const Vmlet__Container *c = in->container;
+    if (s_service_env(in, env, problem) < 0)
+        return -1;
     for (size_t i = 0; i < c->n_env_from; i++)
         if (s_env_from(secrets, c->env_from[i], env, problem, err) < 0)
             return -1;

@@ -1,12 +1,15 @@
 // What a container's process is, decided when it starts, as the kubelet and
 // a CRI runtime decide it together: argv (Kubernetes command/args over the
-// image's entrypoint/cmd), environment (image env, then envFrom in turn,
-// then env, each value's $(VAR) expanded against the variables before it;
-// downward-API fields and Secret values resolved now and never stored),
+// image's entrypoint/cmd), environment (image env, then the Services'
+// variables, then envFrom in turn, then env, each value's $(VAR) expanded
+// against the variables before it; downward-API fields and Secret values
+// resolved now and never stored),
 // working directory and user. The result is a StartContainer for the
 // guest agent.
 #ifndef VMLET_LAUNCHER_CONTAINER_RUN_H
 #define VMLET_LAUNCHER_CONTAINER_RUN_H
+
+#include "service_env.h"
 
 #include "vmlet/err.h"
 #include "vmlet/proto/envelope.pb-c.h"
@@ -21,6 +24,11 @@
 typedef int (*secret_fetch_fn)(void *ctx, const char *namespace_, const char *name,
                                cJSON **data, vmlet_err_t *err);
 
+// The Services' variables for a pod in namespace_ (service_env.h), links
+// as its enableServiceLinks. Returns 0 with *env filled, or -1 with err.
+typedef int (*service_env_fn)(void *ctx, const char *namespace_, bool links, service_env_t *env,
+                              vmlet_err_t *err);
+
 typedef struct {
     const Vmlet__PodSpec *pod;
     const Vmlet__Container *container;
@@ -33,6 +41,7 @@ typedef struct {
     int64_t vm_cpu_millis;
     int64_t vm_memory_bytes;
     secret_fetch_fn fetch_secret;
+    service_env_fn service_env; // NULL: no Service variables (no API server)
     void *fetch_ctx;
     unsigned instance; // which run of the container
     bool fresh_root;

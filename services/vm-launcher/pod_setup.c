@@ -54,6 +54,15 @@ int pod_setup_fetch_secret(void *ctx, const char *ns, const char *name, cJSON **
     return 0;
 }
 
+// The Services' variables for a container (service_env.h). Without an API
+// server there are none, as on a kubelet without one.
+static int s_service_env(void *ctx, const char *ns, bool links, service_env_t *env,
+                         vmlet_err_t *err)
+{
+    launcher_t *l = ctx;
+    return l->kube ? service_env_fetch(l->kube, ns, links, env, err) : 0;
+}
+
 // A bound service account token (TokenRequest), for projected volumes.
 static int s_fetch_token(void *ctx, const char *ns, const char *sa, const char *audience,
                          int64_t expiration, char **token, vmlet_err_t *err)
@@ -282,6 +291,7 @@ static void s_inputs(pod_vm_t *self, const Vmlet__Container *c, size_t i, const 
         .vm_cpu_millis = self->size.cpu_millis_limit,
         .vm_memory_bytes = self->size.memory_bytes_limit,
         .fetch_secret = pod_setup_fetch_secret,
+        .service_env = s_service_env,
         .fetch_ctx = self->l,
     };
 }

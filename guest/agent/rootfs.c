@@ -157,6 +157,31 @@ static int s_file_bind(int rootfd, const char *src_path, const char *rel, vmlet_
     return rc;
 }
 
+// Whether one of the container's volume mounts is at rel ("etc/hosts"):
+// then it keeps its own, as the kubelet and containerd leave a mount the
+// pod made at /etc/hosts, /etc/resolv.conf or /etc/hostname alone.
+static bool s_mounted_by_container(const container_t *c, const char *rel)
+{
+    for (size_t i = 0; i < c->n_mounts; i++) {
+        const char *p = c->mounts[i].path, *r = rel;
+        while (p && *p) { // compared as filepath.Clean would: repeated and trailing '/' aside
+            while (*p == '/')
+                p++;
+            size_t n = strcspn(p, "/"), m = strcspn(r, "/");
+            if (n != m || strncmp(p, r, n) != 0)
+                break;
+            p += n, r += m;
+            while (*r == '/')
+                r++;
+            while (*p == '/')
+                p++;
+            if (!*p && !*r)
+                return true;
+        }
+    }
+    return false;
+}
+
 int rootfs_enter(const agent_t *a, const container_t *c, vmlet_err_t *err)
 {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -185,7 +210,7 @@ int rootfs_enter(const agent_t *a, const container_t *c, vmlet_err_t *err)
         char src[128], dst[64];
         snprintf(src, sizeof src, POD_ETC_DIR "/%s", etc[i]);
         snprintf(dst, sizeof dst, "etc/%s", etc[i]);
-        if (s_file_bind(rootfd, src, dst, err) < 0)
+        if (!s_mounted_by_container(c, dst) && s_file_bind(rootfd, src, dst, err) < 0)
             goto out;
     }
     if (c->term_path && s_file_bind(rootfd, c->termlog, c->term_path, err) < 0)

@@ -5,6 +5,7 @@
 #include "launcher_internal.h"
 
 #include "volume_refresh.h"
+#include "pod_dns.h"
 #include "volumes.h"
 
 #include "vmlet/kube_api.h"
@@ -12,12 +13,10 @@
 #include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-#define MAX_NAMESERVERS 3 // what glibc reads, and what the kubelet allows
-#define MAX_SEARCHES 6
 
 // --- fetching from the API server ----------------------------------------------------
 
@@ -101,179 +100,46 @@ static int s_fetch_token(void *ctx, const char *ns, const char *sa, const char *
 
 static void s_hostname(const pod_vm_t *self, char *out, size_t cap)
 {
-    const Vmlet__PodSpec *spec = self->spec;
-    const char *name = spec->hostname && *spec->hostname ? spec->hostname : spec->pod->name;
-    snprintf(out, cap, "%.63s", name); // a hostname label is at most 63 characters
+    char name[POD_HOSTNAME_MAX + 1];
+    pod_dns_hostname(self->spec, name);
+    snprintf(out, cap, "%s", name);
 }
 
-typedef struct {
-    char *servers[MAX_NAMESERVERS];
-    size_t n_servers;
-    char *searches[32];
-    size_t n_searches;
-    char *options[32];
-    size_t n_options;
-} dns_t;
-
-static void s_add(char **list, size_t *n, size_t max, const char *item)
+// The host's resolv.conf as text (NULL when --resolv-conf is empty; an
+// unreadable one reads as empty and is logged).
+static char *s_host_resolv(const pod_vm_t *self)
 {
-    for (size_t i = 0; i < *n; i++)
-        if (strcmp(list[i], item) == 0)
-            return;
-    if (*n < max)
-        list[(*n)++] = vmlet_xstrdup(item);
-}
-
-// An option "ndots:5" replaces an earlier one of the same name.
-static void s_add_option(dns_t *d, const char *option)
-{
-    size_t name_len = strcspn(option, ":");
-    for (size_t i = 0; i < d->n_options; i++)
-        if (strncmp(d->options[i], option, name_len) == 0 && strcspn(d->options[i], ":") == name_len) {
-            free(d->options[i]);
-            d->options[i] = vmlet_xstrdup(option);
-            return;
-        }
-    s_add(d->options, &d->n_options, 32, option);
-}
-
-static void s_read_host_resolv(const char *path, dns_t *d)
-{
-    FILE *f = path && *path ? fopen(path, "r") : NULL;
-    char line[1024];
-    while (f && fgets(line, sizeof line, f)) {
-        char *save = NULL, *word = strtok_r(line, " \t\r\n", &save);
-        if (!word || *word == '#' || *word == ';')
-            continue;
-        bool server = strcmp(word, "nameserver") == 0;
-        bool search = strcmp(word, "search") == 0 || strcmp(word, "domain") == 0;
-        bool options = strcmp(word, "options") == 0;
-        for (char *w = strtok_r(NULL, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
-            if (server)
-                s_add(d->servers, &d->n_servers, MAX_NAMESERVERS, w);
-            else if (search)
-                s_add(d->searches, &d->n_searches, 32, w);
-            else if (options)
-                s_add_option(d, w);
-        }
+    const char *path = self->l->settings->resolv_conf;
+    if (!path || !*path)
+        return NULL;
+    FILE *f = fopen(path, "r");
+    char *text = vmlet_xcalloc(1, 16384);
+    if (!f) {
+        vmlet_log_warn(self->l->log, VMLET_KV({"pod", self->desc}, {"resolv_conf", path}),
+                       "cannot read the host's resolv.conf: %s", strerror(errno));
+        return text;
     }
-    if (f)
-        fclose(f);
+    size_t n = fread(text, 1, 16383, f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
 }
 
-// The pod's /etc/resolv.conf by its dnsPolicy, as the kubelet writes it.
+// The pod's /etc/resolv.conf by its dnsPolicy and dnsConfig (pod_dns.h).
 static char *s_resolv_conf(const pod_vm_t *self)
 {
     const launcher_settings_t *s = self->l->settings;
-    const Vmlet__PodSpec *spec = self->spec;
-    const char *policy = spec->dns_policy && *spec->dns_policy ? spec->dns_policy : "ClusterFirst";
-    dns_t d = {0};
-    bool cluster = (strcmp(policy, "ClusterFirst") == 0 ||
-                    strcmp(policy, "ClusterFirstWithHostNet") == 0) &&
-                   s->cluster_dns && *s->cluster_dns;
-    if (cluster) {
-        char *list = vmlet_xstrdup(s->cluster_dns), *save = NULL;
-        for (char *ip = strtok_r(list, ", ", &save); ip; ip = strtok_r(NULL, ", ", &save))
-            s_add(d.servers, &d.n_servers, MAX_NAMESERVERS, ip);
-        free(list);
-        char search[300];
-        snprintf(search, sizeof search, "%s.svc.%s", spec->pod->namespace_, s->cluster_domain);
-        s_add(d.searches, &d.n_searches, 32, search);
-        snprintf(search, sizeof search, "svc.%s", s->cluster_domain);
-        s_add(d.searches, &d.n_searches, 32, search);
-        s_add(d.searches, &d.n_searches, 32, s->cluster_domain);
-        dns_t host = {0};
-        s_read_host_resolv(s->resolv_conf, &host); // the host's search domains follow
-        for (size_t i = 0; i < host.n_searches; i++)
-            s_add(d.searches, &d.n_searches, 32, host.searches[i]);
-        for (size_t i = 0; i < host.n_servers; i++)
-            free(host.servers[i]);
-        for (size_t i = 0; i < host.n_searches; i++)
-            free(host.searches[i]);
-        for (size_t i = 0; i < host.n_options; i++)
-            free(host.options[i]);
-        s_add_option(&d, "ndots:5");
-    } else if (strcmp(policy, "None") != 0) {
-        // Default, or ClusterFirst without cluster DNS (the kubelet falls
-        // back the same way): the host's resolver settings.
-        s_read_host_resolv(s->resolv_conf, &d);
-    }
-    const Vmlet__DnsConfig *cfg = spec->dns_config;
-    for (size_t i = 0; cfg && i < cfg->n_nameservers; i++)
-        s_add(d.servers, &d.n_servers, MAX_NAMESERVERS, cfg->nameservers[i]);
-    for (size_t i = 0; cfg && i < cfg->n_searches; i++)
-        s_add(d.searches, &d.n_searches, 32, cfg->searches[i]);
-    for (size_t i = 0; cfg && i < cfg->n_options; i++) {
-        char opt[300];
-        const Vmlet__DnsOption *o = cfg->options[i];
-        snprintf(opt, sizeof opt, "%s%s%s", o->name, o->value ? ":" : "", o->value ? o->value : "");
-        s_add_option(&d, opt);
-    }
-    size_t cap = 64;
-    for (size_t i = 0; i < d.n_servers; i++)
-        cap += strlen(d.servers[i]) + 12;
-    for (size_t i = 0; i < d.n_searches; i++)
-        cap += strlen(d.searches[i]) + 1;
-    for (size_t i = 0; i < d.n_options; i++)
-        cap += strlen(d.options[i]) + 1;
-    char *out = vmlet_xmalloc(cap), *p = out;
-    *p = '\0';
-    for (size_t i = 0; i < d.n_servers; i++) {
-        p += sprintf(p, "nameserver %s\n", d.servers[i]);
-        free(d.servers[i]);
-    }
-    for (size_t i = 0; i < d.n_searches; i++) {
-        if (i < MAX_SEARCHES)
-            p += sprintf(p, "%s%s", i ? " " : "search ", d.searches[i]);
-        free(d.searches[i]);
-    }
-    if (d.n_searches)
-        p += sprintf(p, "\n");
-    for (size_t i = 0; i < d.n_options; i++) {
-        p += sprintf(p, "%s%s", i ? " " : "options ", d.options[i]);
-        free(d.options[i]);
-    }
-    if (d.n_options)
-        sprintf(p, "\n");
+    char *host = s_host_resolv(self);
+    pod_dns_settings_t dns = {s->cluster_dns, s->cluster_domain, host};
+    char *out = pod_dns_resolv_conf(self->spec, &dns);
+    free(host);
     return out;
 }
 
 // The kubelet's managed /etc/hosts.
 static char *s_hosts(const pod_vm_t *self, const char *hostname)
 {
-    const Vmlet__PodSpec *spec = self->spec;
-    size_t cap = 1024 + strlen(hostname) * 2;
-    for (size_t i = 0; i < spec->n_host_aliases; i++) {
-        cap += 64;
-        for (size_t h = 0; h < spec->host_aliases[i]->n_hostnames; h++)
-            cap += strlen(spec->host_aliases[i]->hostnames[h]) + 1;
-    }
-    if (spec->subdomain)
-        cap += strlen(spec->subdomain) + strlen(spec->pod->namespace_) +
-               strlen(self->l->settings->cluster_domain) + 16;
-    char *out = vmlet_xmalloc(cap), *p = out;
-    p += sprintf(p, "# Kubernetes-managed hosts file.\n"
-                    "127.0.0.1\tlocalhost\n"
-                    "::1\tlocalhost ip6-localhost ip6-loopback\n"
-                    "fe00::0\tip6-localnet\n"
-                    "fe00::0\tip6-mcastprefix\n"
-                    "fe00::1\tip6-allnodes\n"
-                    "fe00::2\tip6-allrouters\n");
-    if (spec->subdomain && *spec->subdomain)
-        p += sprintf(p, "%s\t%s.%s.%s.svc.%s\t%s\n", self->lease.ip, hostname, spec->subdomain,
-                     spec->pod->namespace_, self->l->settings->cluster_domain, hostname);
-    else
-        p += sprintf(p, "%s\t%s\n", self->lease.ip, hostname);
-    if (spec->n_host_aliases)
-        p += sprintf(p, "\n# Entries added by HostAliases.\n");
-    for (size_t i = 0; i < spec->n_host_aliases; i++) {
-        const Vmlet__HostAlias *a = spec->host_aliases[i];
-        p += sprintf(p, "%s\t", a->ip);
-        for (size_t h = 0; h < a->n_hostnames; h++)
-            p += sprintf(p, "%s%s", h ? "\t" : "", a->hostnames[h]);
-        p += sprintf(p, "\n");
-    }
-    return out;
+    return pod_dns_hosts(self->spec, self->lease.ip, hostname, self->l->settings->cluster_domain);
 }
 
 // --- PodSetup ------------------------------------------------------------------------

@@ -301,11 +301,17 @@ cJSON *pod_status_compute(const pod_status_inputs_t *in)
     const char *phase = pod_status_phase(in->spec, init, regular);
     const Vmlet__VmEvent *vm = in->vm;
     bool vm_failed = vm && vm->state == VMLET__VM_STATE__VM_STATE_FAILED;
-    if (vm_failed)
+    // A pod-level failure (DeadlineExceeded) is Failed at once, while its
+    // containers are still being stopped, as the kubelet's evicted pods.
+    bool pod_failed = vm && vm->pod_failure_reason && *vm->pod_failure_reason;
+    if (vm_failed || pod_failed)
         phase = "Failed";
     cJSON_AddStringToObject(status, "phase", phase);
     cJSON_AddItemToObject(status, "conditions", s_conditions(in, init, regular, phase));
-    if (vm_failed) {
+    if (pod_failed) {
+        s_add_text(status, "reason", vm->pod_failure_reason);
+        s_add_text(status, "message", vm->pod_failure_message);
+    } else if (vm_failed) {
         s_add_text(status, "reason", vm->reason);
         s_add_text(status, "message", vm->message);
     }

@@ -33,7 +33,8 @@ typedef struct {
 
 // The status to write (caller frees): phase, conditions, initContainerStatuses,
 // containerStatuses, hostIP, podIP(s), startTime, and reason/message when
-// the VM failed.
+// the VM failed or the pod failed as a whole (VmEvent.pod_failure_reason:
+// DeadlineExceeded), which makes it Failed whatever its containers say.
 cJSON *pod_status_compute(const pod_status_inputs_t *in);
 
 // The kubelet's phase from the spec and container statuses (JSON, as

@@ -121,10 +121,32 @@ static void s_waiting_events(reporter_t *self, const Vmlet__PodSpec *spec,
     }
 }
 
+// The pod-level reasons the kubelet announces when the pod fails with them
+// (activeDeadlineHandler: a Normal DeadlineExceeded with the message).
+static const char *const pod_failure_events[] = {"DeadlineExceeded"};
+
+static void s_pod_events(reporter_t *self, pod_t *pod, const cJSON *status)
+{
+    const char *reason = vmlet_json_str(status, "reason", NULL);
+    const char *live = vmlet_json_str(cJSON_GetObjectItemCaseSensitive(pod->live, "status"),
+                                      "reason", NULL);
+    // Told once: not again for a status computed or written before (a
+    // restarted reporter finds it in the live status).
+    if (!reason || s_same(reason, vmlet_json_str(pod->computed, "reason", NULL)) ||
+        s_same(reason, live))
+        return;
+    const char *message = vmlet_json_str(status, "message", NULL);
+    for (size_t i = 0; i < sizeof pod_failure_events / sizeof pod_failure_events[0]; i++)
+        if (strcmp(reason, pod_failure_events[i]) == 0)
+            events_post(self->events, pod->spec->pod, NULL, "Normal", reason, "%s",
+                        message ? message : "");
+}
+
 // Events for the changes between the last computed status and this one.
 static void s_events(reporter_t *self, pod_t *pod, const cJSON *status)
 {
     const Vmlet__PodSpec *spec = pod->spec;
+    s_pod_events(self, pod, status);
     for (size_t i = 0; i < s_n_containers(spec); i++) {
         const Vmlet__Container *c = s_container(spec, i);
         const cJSON *now = s_status_of(status, c->name);

@@ -20,6 +20,7 @@
 #include "host.h"
 #include "launcher.h"
 #include "network.h"
+#include "pod_deadline.h"
 #include "vm_size.h"
 #include "vmm.h"
 
@@ -124,6 +125,11 @@ struct pod_vm {
     char message[512];
     uint64_t generation;
     int64_t created_unix_ms;
+    // The pod failed as a whole (DeadlineExceeded), whatever its containers
+    // say: VmEvent.pod_failure_reason. Empty while it has not.
+    char failure_reason[64];
+    char failure_message[256];
+    pod_deadline_t deadline; // activeDeadlineSeconds (pod_deadline.h)
     vm_size_t size;
     char state_dir[PATH_MAX];
     net_lease_t lease;

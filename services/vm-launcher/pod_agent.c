@@ -230,7 +230,7 @@ static void s_on_exited(pod_vm_t *self, const Vmlet__ContainerExited *m)
     c->instance = m->instance;
     ctr_exited(c, &e);
     session_on_container_exit(self, i, e.exit_code, e.signal); // attach and follow end
-    bool restart = !self->stop_requested &&
+    bool restart = !self->stop_requested && !c->done && // done: the pod was killed (deadline)
                    ctr_should_restart(self->spec->restart_policy, c->init, e.exit_code);
     if (restart)
         ctr_schedule_restart(c, &self->l->backoff, self->desc);

@@ -116,6 +116,10 @@ static Vmlet__VmRecord *s_record(pod_vm_t *self)
     PB_SET(r, stop_requested, self->stop_requested);
     PB_SET(r, setup_done, self->setup_done);
     PB_SET(r, created_unix_ms, self->created_unix_ms);
+    if (self->failure_reason[0]) {
+        r->pod_failure_reason = self->failure_reason;
+        r->pod_failure_message = self->failure_message;
+    }
     return r;
 }
 
@@ -165,6 +169,8 @@ static void s_publish(pod_vm_t *self, Vmlet__VmRecord *r)
         ev.containers[ev.n_containers++] = r->containers[i]->status;
     PB_SET(&ev, observed_unix_ms, vmlet_unix_ms());
     PB_SET(&ev, generation, r->generation);
+    ev.pod_failure_reason = r->pod_failure_reason;
+    ev.pod_failure_message = r->pod_failure_message;
     vmlet_envelope_t env = VMLET__ENVELOPE__INIT;
     env.body_case = VMLET__ENVELOPE__BODY_VM_EVENT;
     env.vm_event = &ev;
@@ -326,6 +332,10 @@ static void s_restore(pod_vm_t *self, const Vmlet__VmRecord *rec)
     self->state = s_pv_state(rec->state, rec->setup_done);
     snprintf(self->reason, sizeof self->reason, "%s", rec->reason ? rec->reason : "");
     snprintf(self->message, sizeof self->message, "%s", rec->message ? rec->message : "");
+    snprintf(self->failure_reason, sizeof self->failure_reason, "%s",
+             rec->pod_failure_reason ? rec->pod_failure_reason : "");
+    snprintf(self->failure_message, sizeof self->failure_message, "%s",
+             rec->pod_failure_message ? rec->pod_failure_message : "");
 }
 
 static bool s_needs_vm(pv_state_t s)

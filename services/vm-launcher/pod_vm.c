@@ -736,6 +736,7 @@ void pod_vm_tick(pod_vm_t *self)
 {
     int64_t now_ms = vmlet_now_ms();
     pod_exec_tick(self, false, NULL);
+    pod_deadline_tick(self);
     switch (self->state) {
     case PV_PENDING:
         s_tick_pending(self, now_ms);
@@ -753,11 +754,11 @@ void pod_vm_tick(pod_vm_t *self)
         if (self->state == PV_SETUP && !self->setup_sent && now_ms >= self->next_setup_ms)
             pod_setup_send(self);
         if (self->state == PV_RUNNING) {
+            s_kill_overdue(self); // also once all are done (a killed pod's last ones)
             if (pod_vm_all_done(self) || s_init_failed_for_good(self)) {
                 if (!s_any_running(self))
                     s_power_off(self);
             } else {
-                s_kill_overdue(self);
                 pod_vm_start_due(self);
             }
             pod_stats_tick(self);
@@ -781,8 +782,8 @@ void pod_vm_desired(pod_vm_t *self, const char *spec_hash)
     if (spec_hash)
         snprintf(self->spec_hash, sizeof self->spec_hash, "%s", spec_hash);
     if (self->state != PV_PENDING && self->spec) {
-        // Running already; only deletion matters now (a pod's spec is
-        // otherwise fixed once it runs).
+        // Running already; only deletion and activeDeadlineSeconds matter
+        // now (a pod's spec is otherwise fixed once it runs).
         vmlet_err_t err = {0};
         Vmlet__PodSpec *spec = vmlet_pod_store_get(self->l->store, self->uid, &err);
         if (!spec && err.code == ENOENT)
@@ -792,6 +793,7 @@ void pod_vm_desired(pod_vm_t *self, const char *spec_hash)
                 self,
                 spec->has_deletion_grace_period_seconds ? spec->deletion_grace_period_seconds : -1,
                 "deleted");
+        pod_deadline_spec_changed(self, spec); // activeDeadlineSeconds may be set or lowered
         if (spec)
             vmlet__pod_spec__free_unpacked(spec, NULL);
         return;

@@ -354,6 +354,33 @@ static void test_vm_failure(void **state)
     cJSON_Delete(s);
 }
 
+// activeDeadlineSeconds: Failed with the kubelet's reason at once, while
+// the containers still run (Always would say Running), and after.
+static void test_pod_failure_reason(void **state)
+{
+    (void)state;
+    pod_t p;
+    s_pod(&p, 0, 2, "Always");
+    s_running(&p, 0, false);
+    s_exited(&p, 1, false, 143);
+    p.vm.pod_failure_reason = "DeadlineExceeded";
+    p.vm.pod_failure_message = "Pod was active on the node longer than the specified deadline";
+    cJSON *s = pod_status_compute(&p.in);
+    EXPECT(s, "phase", "Failed");
+    EXPECT(s, "reason", "DeadlineExceeded");
+    EXPECT(s, "message", "Pod was active on the node longer than the specified deadline");
+    EXPECT(s, "containerStatuses.[0].state.running.startedAt", "2023-11-14T22:13:20Z");
+    cJSON_Delete(s);
+    // The VM gone since: still that reason, not the stopped VM's.
+    p.vm.state = VMLET__VM_STATE__VM_STATE_STOPPED;
+    p.vm.reason = "Completed";
+    s_exited(&p, 0, false, 137);
+    s = pod_status_compute(&p.in);
+    EXPECT(s, "phase", "Failed");
+    EXPECT(s, "reason", "DeadlineExceeded");
+    cJSON_Delete(s);
+}
+
 static void test_times_kept_while_unchanged(void **state)
 {
     (void)state;
@@ -411,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_phase_after_exit),
         cmocka_unit_test(test_crash_loop_is_running_with_last_state),
         cmocka_unit_test(test_vm_failure),
+        cmocka_unit_test(test_pod_failure_reason),
         cmocka_unit_test(test_times_kept_while_unchanged),
         cmocka_unit_test(test_differs),
     };

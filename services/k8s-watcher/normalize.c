@@ -331,6 +331,10 @@ static void s_pod_security(Vmlet__PodSpec *spec, const cJSON *j)
     s->has_run_as_user = j_int(j, "runAsUser", &s->run_as_user);
     s->has_run_as_group = j_int(j, "runAsGroup", &s->run_as_group);
     s->has_fs_group = j_int(j, "fsGroup", &s->fs_group);
+    const cJSON *groups = j_get(j, "supplementalGroups"), *g;
+    s->supplemental_groups = vmlet_xcalloc((size_t)cJSON_GetArraySize(groups) + 1, sizeof(int64_t));
+    cJSON_ArrayForEach(g, groups) if (cJSON_IsNumber(g) && g->valuedouble >= 0)
+        s->supplemental_groups[s->n_supplemental_groups++] = (int64_t)g->valuedouble;
     bool b;
     if ((s->has_run_as_non_root = j_bool(j, "runAsNonRoot", &b)))
         s->run_as_non_root = b;

@@ -5,6 +5,7 @@
 // A failed exec is a ContainerExited with reason StartError.
 #include "agent.h"
 #include "rootfs.h"
+#include "security.h"
 #include "spawn.h"
 #include "util.h"
 
@@ -209,6 +210,7 @@ void container_start(agent_t *a, const Vmlet__StartContainer *start)
         }
     }
     c->oom_kills = s_oom_kills(c);
+    security_own_empty_dirs(a, c->run); // fsGroup, before the process can look
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1}, sv[2] = {-1, -1};
     if ((!c->tty && (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
                      (c->stdin_open && pipe2(inp, O_CLOEXEC) < 0))) ||

@@ -3,7 +3,10 @@
 // /proc, a read-only /sys, a minimal /dev (null zero full random urandom
 // tty, ptmx and a devpts instance of its own, shm, the fd links), /tmp,
 // its volume mounts, the pod's resolv.conf / hosts / hostname and its
-// termination log, and finally pivot_root into it.
+// termination log, and finally pivot_root into it. readOnlyRootFilesystem
+// remounts the root read-only in this namespace only (volume mounts, the
+// /etc files and the termination log stay writable); privileged gets the
+// guest's devices and a writable /sys.
 //
 // Every target is resolved inside the root (inroot.h): an image's symlink
 // cannot point a mount at the VM's own files. /tmp is the image's own
@@ -14,6 +17,7 @@
 #include "inroot.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -49,7 +54,45 @@ static int s_mount_at(int rootfd, const char *rel, const char *src, const char *
     return 0;
 }
 
-static int s_dev(int rootfd, vmlet_err_t *err)
+// privileged: the guest's device nodes (not its links or mounts), under
+// the same names, as containerd gives a privileged container the host's.
+// The agent's own channel stays out: the pod's link to the host is not
+// the container's to hold.
+static void s_copy_devices(const agent_t *a, int from, int to, int depth)
+{
+    DIR *d = fdopendir(from);
+    if (!d) {
+        close(from);
+        return;
+    }
+    const char *channel = strrchr(a->t.path, '/');
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        struct stat st;
+        if (n[0] == '.' || (channel && strcmp(n, channel + 1) == 0 && depth == 0) ||
+            fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+            mknodat(to, n, st.st_mode, st.st_rdev); // EEXIST: the container's own
+            fchownat(to, n, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+        } else if (S_ISDIR(st.st_mode) && depth < 2 && strcmp(n, "pts") && strcmp(n, "shm") &&
+                   strcmp(n, "mqueue")) {
+            mkdirat(to, n, st.st_mode & 07777);
+            int sub_from = openat(dirfd(d), n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int sub_to = openat(to, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub_from >= 0 && sub_to >= 0)
+                s_copy_devices(a, sub_from, sub_to, depth + 1);
+            else if (sub_from >= 0)
+                close(sub_from);
+            if (sub_to >= 0)
+                close(sub_to);
+        }
+    }
+    closedir(d);
+}
+
+static int s_dev(const agent_t *a, int rootfd, bool privileged, vmlet_err_t *err)
 {
     if (s_mount_at(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME,
                    "mode=755,size=65536k", 0755, err) < 0)
@@ -77,6 +120,11 @@ static int s_dev(int rootfd, vmlet_err_t *err)
     if (rc == 0 && (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0 ||
                     mkdirat(dev, "mqueue", 0755) < 0))
         rc = vmlet_err_errno(err, errno, "mkdir in /dev");
+    if (rc == 0 && privileged) {
+        int guest = open("/dev", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (guest >= 0)
+            s_copy_devices(a, guest, dev, 0);
+    }
     umask(old);
     close(dev);
     if (rc < 0)
@@ -157,6 +205,31 @@ static int s_file_bind(int rootfd, const char *src_path, const char *rel, vmlet_
     return rc;
 }
 
+// The root read-only, its other flags kept (runc remounts it so, last).
+// A missing working directory is made first: afterwards nothing can.
+static int s_read_only_root(int rootfd, const container_t *c, vmlet_err_t *err)
+{
+    const char *wd = c->run && c->run->working_dir ? c->run->working_dir : "/";
+    while (*wd == '/')
+        wd++;
+    if (*wd) {
+        int fd = inroot_mkdirs(rootfd, wd, 0755, err);
+        if (fd < 0)
+            return vmlet_err_wrap(err, "working directory");
+        close(fd);
+    }
+    struct statvfs vfs;
+    unsigned long keep = 0;
+    if (statvfs(c->root, &vfs) == 0)
+        keep = (vfs.f_flag & ST_NOSUID ? MS_NOSUID : 0) | (vfs.f_flag & ST_NODEV ? MS_NODEV : 0) |
+               (vfs.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) |
+               (vfs.f_flag & ST_NOATIME ? MS_NOATIME : 0) |
+               (vfs.f_flag & ST_RELATIME ? MS_RELATIME : 0);
+    if (mount(NULL, c->root, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL) < 0)
+        return vmlet_err_errno(err, errno, "make the root file system read-only");
+    return 0;
+}
+
 // Whether one of the container's volume mounts is at rel ("etc/hosts"):
 // then it keeps its own, as the kubelet and containerd leave a mount the
 // pod made at /etc/hosts, /etc/resolv.conf or /etc/hostname alone.
@@ -184,6 +257,8 @@ static bool s_mounted_by_container(const container_t *c, const char *rel)
 
 int rootfs_enter(const agent_t *a, const container_t *c, vmlet_err_t *err)
 {
+    const Vmlet__StartContainer *run = c->run;
+    bool privileged = run && run->privileged;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return vmlet_err_errno(err, errno, "make mounts private");
     int rootfd = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -194,9 +269,10 @@ int rootfs_enter(const agent_t *a, const container_t *c, vmlet_err_t *err)
     int rc = -1;
     if (s_mount_at(rootfd, "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555,
                    err) < 0 ||
-        s_mount_at(rootfd, "sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                   NULL, 0555, err) < 0 ||
-        s_dev(rootfd, err) < 0)
+        s_mount_at(rootfd, "sys", "sysfs", "sysfs",
+                   (privileged ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555,
+                   err) < 0 ||
+        s_dev(a, rootfd, privileged, err) < 0)
         goto out;
     int tmp = inroot_mkdirs(rootfd, "tmp", 01777, err);
     if (tmp < 0)
@@ -214,6 +290,8 @@ int rootfs_enter(const agent_t *a, const container_t *c, vmlet_err_t *err)
             goto out;
     }
     if (c->term_path && s_file_bind(rootfd, c->termlog, c->term_path, err) < 0)
+        goto out;
+    if (run && run->read_only_root && s_read_only_root(rootfd, c, err) < 0)
         goto out;
     // pivot_root(".", "."): the old root ends up under the new one, and is
     // detached at once (runc's way; no directory needed in the image).

@@ -4,6 +4,7 @@
 // ("<code>:<message>"), and end-of-file means the program is running.
 #include "spawn.h"
 
+#include "security.h"
 #include "user.h"
 #include "util.h"
 
@@ -123,6 +124,10 @@ int child_identity(const Vmlet__StartContainer *run, const char *work_dir, int *
         snprintf(msg, cap, "mkdir cwd: %s", err.msg);
         return -1;
     }
+    // runc's order: bounding set, the user (capabilities kept), the
+    // working directory as that user, then permitted and effective.
+    if (security_child_before_user(run, msg, cap) < 0)
+        return -1;
     if (setgroups(ids.n_groups, ids.groups) < 0 || setgid(ids.gid) < 0 || setuid(ids.uid) < 0) {
         snprintf(msg, cap, "set uid %u gid %u: %s", (unsigned)ids.uid, (unsigned)ids.gid,
                  strerror(errno));
@@ -134,7 +139,7 @@ int child_identity(const Vmlet__StartContainer *run, const char *work_dir, int *
                  s_strerror(errno, e, sizeof e));
         return -1;
     }
-    return 0;
+    return security_child_after_user(run, msg, cap);
 }
 
 static bool s_executable(const char *path)

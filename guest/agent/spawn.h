@@ -28,8 +28,9 @@ void child_fail(int sock, int code, const char *fmt, ...)
 // and hands the master to the agent over sock.
 int child_pty(int sock, uint32_t rows, uint32_t cols, char *msg, size_t cap);
 // Sets groups, gid and uid from StartContainer (user looked up in the
-// current root's /etc/passwd and /etc/group). Creates work_dir first (as
-// root, as runc does), then enters it.
+// current root's /etc/passwd and /etc/group), and its capabilities and
+// no_new_privs (security.h). Creates work_dir first (as root, as runc
+// does), then enters it as the user.
 int child_identity(const Vmlet__StartContainer *run, const char *work_dir, int *code, char *msg,
                    size_t cap);
 // Looks argv[0] up in PATH from env and execs it; on failure returns with

@@ -2,6 +2,7 @@
 #include "container_run.h"
 
 #include "expand.h"
+#include "security_context.h"
 
 #include "vmlet/env_name.h"
 #include "vmlet/pb.h"
@@ -576,6 +577,14 @@ Vmlet__StartContainer *container_run_build(const run_inputs_t *in, run_problem_t
                                            vmlet_err_t *err)
 {
     memset(problem, 0, sizeof *problem);
+    // First, as the kubelet's generateContainerConfig: no Secret is read
+    // for a container that may not run.
+    char why[sizeof problem->message];
+    if (!security_non_root_ok(in->pod, in->container, in->image ? in->image->user : NULL, why,
+                              sizeof why)) {
+        s_problem(problem, "CreateContainerConfigError", false, "%s", why);
+        return NULL;
+    }
     env_t kube = {0};
     secrets_t secrets = {.in = in};
     int rc = s_kube_env(in, &secrets, &kube, problem, err);
@@ -603,5 +612,6 @@ Vmlet__StartContainer *container_run_build(const run_inputs_t *in, run_problem_t
         wd = in->image && in->image->working_dir ? in->image->working_dir : "";
     out->working_dir = vmlet_xstrdup(*wd ? wd : "/");
     s_user(in, out);
+    security_fill(in->pod, in->container, out);
     return out;
 }

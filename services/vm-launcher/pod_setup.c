@@ -4,8 +4,8 @@
 // a container, resolved at that moment (container_run.h).
 #include "launcher_internal.h"
 
-#include "volume_refresh.h"
 #include "pod_dns.h"
+#include "volume_refresh.h"
 #include "volumes.h"
 
 #include "vmlet/kube_api.h"

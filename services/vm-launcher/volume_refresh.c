@@ -132,7 +132,13 @@ static vr_pod_t *s_pod(volume_refresh_t *self, const pod_vm_t *pod)
     if (!p) {
         p = vmlet_xcalloc(1, sizeof *p);
         snprintf(p->uid, sizeof p->uid, "%s", pod->uid);
-        p->next_ms = vmlet_now_ms() + self->l->settings->volume_refresh_interval_ms;
+        // The first refresh somewhere in the second half of an interval:
+        // pods a restarted launcher adopts all at once do not all ask the
+        // API server in the same tick, every interval after.
+        int64_t interval = self->l->settings->volume_refresh_interval_ms;
+        uint32_t r = 0;
+        vmlet_random_bytes(&r, sizeof r);
+        p->next_ms = vmlet_now_ms() + interval / 2 + (int64_t)(r % (uint32_t)(interval / 2 + 1));
         zhashx_insert(self->pods, pod->uid, p);
     }
     return p;

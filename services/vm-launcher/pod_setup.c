@@ -168,6 +168,23 @@ static const Vmlet__Container *s_container(const pod_vm_t *self, size_t i)
                             : self->spec->containers[i - self->n_init];
 }
 
+// configMap, secret, downwardAPI and projected volumes are mounted
+// read-only whatever the volumeMount says, as the kubelet does since the
+// fix for CVE-2017-1002102: their content is the API's, and a container
+// writing there would only be overwritten by the next update.
+static bool s_api_data_volume(const pod_vm_t *self, const char *name)
+{
+    for (size_t v = 0; name && v < self->spec->n_volumes; v++) {
+        const Vmlet__Volume *vol = self->spec->volumes[v];
+        if (vol->name && strcmp(vol->name, name) == 0)
+            return vol->source_case == VMLET__VOLUME__SOURCE_CONFIG_MAP ||
+                   vol->source_case == VMLET__VOLUME__SOURCE_SECRET ||
+                   vol->source_case == VMLET__VOLUME__SOURCE_DOWNWARD_API ||
+                   vol->source_case == VMLET__VOLUME__SOURCE_PROJECTED;
+    }
+    return false;
+}
+
 static Vmlet__GuestContainer *s_guest_container(const pod_vm_t *self, size_t i)
 {
     const Vmlet__Container *c = s_container(self, i);
@@ -186,7 +203,7 @@ static Vmlet__GuestContainer *s_guest_container(const pod_vm_t *self, size_t i)
         Vmlet__GuestMount *gm = PB_NEW(Vmlet__GuestMount, VMLET__GUEST_MOUNT__INIT);
         gm->volume = vmlet_xstrdup(vm->name);
         gm->path = vmlet_xstrdup(vm->mount_path);
-        PB_SET(gm, read_only, vm->read_only);
+        PB_SET(gm, read_only, vm->read_only || s_api_data_volume(self, vm->name));
         if (vm->sub_path && *vm->sub_path)
             gm->sub_path = vmlet_xstrdup(vm->sub_path);
         g->mounts[g->n_mounts++] = gm;

@@ -191,7 +191,7 @@ static void test_post_start_holds_running(void **state)
     (void)state;
     // The hook waits for /tmp/release: the container started in the guest
     // but is not Running yet.
-    assert_true(s_wait_field("post", "state.waiting.reason", "ContainerCreating", 30000));
+    assert_true(s_wait_field("post", "state.waiting.reason", "ContainerCreating", 90000));
     sleep(2); // and stays so while the hook runs
     char *reason = s_ctr("post", "state.waiting.reason");
     assert_non_null(reason);
@@ -202,7 +202,7 @@ static void test_post_start_holds_running(void **state)
     free(ready);
     // Let the hook go (exec reaches the process already running in the guest).
     assert_int_equal(ts_sh(NULL, KUBECTL "exec hooks -c post -- touch /tmp/release", KARGS), 0);
-    assert_true(s_wait_field("post", "state.running.startedAt", "", 30000));
+    assert_true(s_wait_field("post", "state.running.startedAt", "", 90000));
     char *path = s_log_path("post", 0);
     char *log = NULL;
     for (int i = 0; i < 100 && !(log && strstr(log, "read: from-post-start")); i++) {

@@ -281,6 +281,21 @@ static void test_subpath_keeps_first(void **state)
     free(out);
 }
 
+// As on a kubelet, API data volumes are read-only in the container
+// whatever the volumeMount says (these mounts do not say readOnly).
+static void test_api_volumes_read_only(void **state)
+{
+    (void)state;
+    int rc;
+    char *out = s_exec(&rc, "touch /cfg/x 2>&1; touch /labels/x 2>&1; touch /tmp/x && echo tmp ok");
+    print_message("writes: %s\n", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "touch: /cfg/x: Read-only file system"));
+    assert_non_null(strstr(out, "touch: /labels/x: Read-only file system"));
+    assert_non_null(strstr(out, "tmp ok"));
+    free(out);
+}
+
 static void test_labels(void **state)
 {
     (void)state;
@@ -386,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_first_content),
         cmocka_unit_test(test_configmap_updates),
         cmocka_unit_test(test_subpath_keeps_first),
+        cmocka_unit_test(test_api_volumes_read_only),
         cmocka_unit_test(test_labels),
         cmocka_unit_test(test_optional_appears),
         cmocka_unit_test(test_unchanged_costs_nothing),

@@ -27,7 +27,6 @@
 // A postStart hook has no timeout of its own on a kubelet; this bounds an
 // exec that never ends (a hung hook would keep the container Waiting).
 #define POST_START_TIMEOUT_MS (10 * 60 * 1000)
-#define HOOK_MESSAGE_MAX 1024
 
 typedef enum { HOOK_POST_START, HOOK_PRE_STOP } hook_kind_t;
 
@@ -143,17 +142,17 @@ static void s_exec_done(pod_vm_t *pod, const char *container, int exit_code, boo
         s_hook_free(h);
         return;
     }
-    char message[HOOK_MESSAGE_MAX];
     bool ok = !error && !timed_out && exit_code == 0;
+    char *message;
     if (error)
-        snprintf(message, sizeof message, "%s failed - error: %s", h->what, error);
+        message = vmlet_xasprintf("%s failed - error: %s", h->what, error);
     else if (timed_out)
-        snprintf(message, sizeof message, "%s failed - error: timed out", h->what);
+        message = vmlet_xasprintf("%s failed - error: timed out", h->what);
     else
-        snprintf(message, sizeof message,
-                 "%s failed - error: command exited with %d, message: \"%.*s\"", h->what,
-                 exit_code, 600, output ? output : "");
+        message = vmlet_xasprintf("%s failed - error: command exited with %d, message: \"%.*s\"",
+                                  h->what, exit_code, 600, output ? output : "");
     s_finish(h, ok, message);
+    free(message);
     s_hook_free(h);
 }
 
@@ -223,15 +222,13 @@ static int s_http_ended(zloop_t *loop, zmq_pollitem_t *item, void *arg)
     hook_t *h = arg;
     zloop_poller_end(loop, item);
     pthread_join(h->thread, NULL);
-    char message[HOOK_MESSAGE_MAX];
     bool ok = !h->error[0] && h->status >= 200 && h->status < 400;
-    if (h->error[0])
-        snprintf(message, sizeof message, "%.500s failed - error: Get \"%.300s\": %.150s", h->what, h->url,
-                 h->error);
-    else
-        snprintf(message, sizeof message, "%.500s failed - error: HTTP %ld from %.300s", h->what,
-                 h->status, h->url);
+    char *message =
+        h->error[0]
+            ? vmlet_xasprintf("%s failed - error: Get \"%s\": %s", h->what, h->url, h->error)
+            : vmlet_xasprintf("%s failed - error: HTTP %ld from %s", h->what, h->status, h->url);
     s_finish(h, ok, message);
+    free(message);
     s_hook_free(h);
     return 0;
 }
@@ -265,10 +262,10 @@ static int s_start_http(pod_vm_t *pod, size_t i, hook_t *h, const Vmlet__HttpGet
     snprintf(h->what, sizeof h->what, "HTTP lifecycle hook (%s) for Container \"%s\" in Pod \"%s\"",
              path, h->container, pod->desc);
     if (port <= 0 || port > 65535 || !*host) {
-        char message[HOOK_MESSAGE_MAX];
-        snprintf(message, sizeof message, "%s failed - error: no %s to send it to", h->what,
-                 port <= 0 || port > 65535 ? "valid port" : "pod IP");
+        char *message = vmlet_xasprintf("%s failed - error: no %s to send it to", h->what,
+                                        port <= 0 || port > 65535 ? "valid port" : "pod IP");
         s_finish(h, false, message);
+        free(message);
         s_hook_free(h);
         return 0;
     }
@@ -281,10 +278,10 @@ static int s_start_http(pod_vm_t *pod, size_t i, hook_t *h, const Vmlet__HttpGet
     h->timeout_ms = timeout_ms;
     if (pipe2(h->done_pipe, O_CLOEXEC | O_NONBLOCK) < 0 ||
         pthread_create(&h->thread, NULL, s_http_thread, h) != 0) {
-        char message[HOOK_MESSAGE_MAX];
-        snprintf(message, sizeof message, "%s failed - error: cannot start it: %s", h->what,
-                 strerror(errno));
+        char *message =
+            vmlet_xasprintf("%s failed - error: cannot start it: %s", h->what, strerror(errno));
         s_finish(h, false, message);
+        free(message);
         s_hook_free(h);
         return 0;
     }
@@ -319,12 +316,12 @@ static void s_run(pod_vm_t *pod, size_t i, hook_t *h, const Vmlet__LifecycleHand
         return;
     default: {
         // tcpSocket is deprecated for hooks and the kubelet does not run it.
-        char message[HOOK_MESSAGE_MAX];
-        snprintf(message, sizeof message,
-                 "Lifecycle hook for Container \"%s\" in Pod \"%s\" failed - error: tcpSocket "
-                 "hooks are not supported",
-                 h->container, pod->desc);
+        char *message = vmlet_xasprintf(
+            "Lifecycle hook for Container \"%s\" in Pod \"%s\" failed - error: tcpSocket "
+            "hooks are not supported",
+            h->container, pod->desc);
         s_finish(h, false, message);
+        free(message);
         s_hook_free(h);
     }
     }

@@ -66,7 +66,8 @@ void volume_digest(const uint8_t key[32], const Vmlet__FilesSource *files,
                    uint8_t out[VOLUME_DIGEST_LEN])
 {
     Vmlet__GuestFile **sorted = vmlet_xcalloc(files->n_files + 1, sizeof *sorted);
-    memcpy(sorted, files->files, files->n_files * sizeof *sorted);
+    if (files->n_files) // an empty volume has no array (memcpy from NULL is undefined)
+        memcpy(sorted, files->files, files->n_files * sizeof *sorted);
     qsort(sorted, files->n_files, sizeof *sorted, s_by_path);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);

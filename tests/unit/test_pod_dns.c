@@ -15,6 +15,7 @@ typedef struct {
     Vmlet__PodSpec spec;
     Vmlet__DnsConfig cfg;
     char *servers[4], *searches[8];
+    char server_words[512], search_words[1024]; // what servers[] and searches[] point into
     Vmlet__DnsOption opts[3];
     Vmlet__DnsOption *opt_ptrs[3];
     Vmlet__HostAlias aliases[2];
@@ -41,11 +42,12 @@ static void s_config(pod_t *p, const char *servers, const char *searches)
     p->spec.dns_config = &p->cfg;
     p->cfg.nameservers = p->servers, p->cfg.searches = p->searches;
     p->cfg.options = p->opt_ptrs;
-    char *list = strdup(servers), *save = NULL; // leaked on purpose: the test's lifetime
-    for (char *w = strtok_r(list, " ", &save); w; w = strtok_r(NULL, " ", &save))
+    char *save = NULL;
+    snprintf(p->server_words, sizeof p->server_words, "%s", servers);
+    for (char *w = strtok_r(p->server_words, " ", &save); w; w = strtok_r(NULL, " ", &save))
         p->servers[p->cfg.n_nameservers++] = w;
-    list = strdup(searches);
-    for (char *w = strtok_r(list, " ", &save); w; w = strtok_r(NULL, " ", &save))
+    snprintf(p->search_words, sizeof p->search_words, "%s", searches);
+    for (char *w = strtok_r(p->search_words, " ", &save); w; w = strtok_r(NULL, " ", &save))
         p->searches[p->cfg.n_searches++] = w;
 }
 

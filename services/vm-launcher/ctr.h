@@ -55,6 +55,7 @@ typedef struct {
     // gets its stop signal when the hook is done.
     bool post_start_running;
     bool pre_stop_running;
+    int64_t config_retry_ms; // the delay before trying a container that could not start again
 } ctr_t;
 
 void ctr_init(ctr_t *c, const char *name, bool init);

@@ -499,10 +499,26 @@ static bool s_init_failed_for_good(const pod_vm_t *self)
     return false;
 }
 
+// A container that cannot start yet (CreateContainerConfigError: a
+// missing Secret, a failed Service list, runAsNonRoot) is tried again
+// after a delay doubling from 1 s to 10 s, the kubelet's pod worker
+// back-off, not at every tick (each try may cost API requests).
+#define CONFIG_RETRY_FIRST_MS 1000
+#define CONFIG_RETRY_MAX_MS 10000
+
 static void s_start(pod_vm_t *self, size_t i)
 {
-    if (pod_setup_start_container(self, i) == 0)
-        self->ctrs[i].restart_at_unix_ms = INT64_MAX; // asked; ContainerStarted or Exited follows
+    ctr_t *c = &self->ctrs[i];
+    int rc = pod_setup_start_container(self, i);
+    if (rc == 0) {
+        c->restart_at_unix_ms = INT64_MAX; // asked; ContainerStarted or Exited follows
+        c->config_retry_ms = 0;
+    } else if (rc > 0) {
+        c->config_retry_ms = c->config_retry_ms ? c->config_retry_ms * 2 : CONFIG_RETRY_FIRST_MS;
+        if (c->config_retry_ms > CONFIG_RETRY_MAX_MS)
+            c->config_retry_ms = CONFIG_RETRY_MAX_MS;
+        c->restart_at_unix_ms = vmlet_unix_ms() + c->config_retry_ms;
+    }
 }
 
 void pod_vm_start_due(pod_vm_t *self)

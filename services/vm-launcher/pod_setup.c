@@ -4,6 +4,7 @@
 // a container, resolved at that moment (container_run.h).
 #include "launcher_internal.h"
 
+#include "kube_objects.h"
 #include "pod_dns.h"
 #include "volume_refresh.h"
 #include "volumes.h"
@@ -70,30 +71,8 @@ static int s_fetch_token(void *ctx, const char *ns, const char *sa, const char *
     launcher_t *l = pod->l;
     if (!l->kube)
         return s_no_api(err);
-    cJSON *req = cJSON_CreateObject(), *spec = cJSON_AddObjectToObject(req, "spec");
-    cJSON_AddStringToObject(req, "apiVersion", "authentication.k8s.io/v1");
-    cJSON_AddStringToObject(req, "kind", "TokenRequest");
-    cJSON *auds = cJSON_AddArrayToObject(spec, "audiences");
-    if (audience && *audience)
-        cJSON_AddItemToArray(auds, cJSON_CreateString(audience));
-    cJSON_AddNumberToObject(spec, "expirationSeconds", (double)expiration);
-    cJSON *bound = cJSON_AddObjectToObject(spec, "boundObjectRef");
-    cJSON_AddStringToObject(bound, "kind", "Pod");
-    cJSON_AddStringToObject(bound, "apiVersion", "v1");
-    cJSON_AddStringToObject(bound, "name", pod->spec->pod->name);
-    cJSON_AddStringToObject(bound, "uid", pod->uid);
-    char path[600];
-    snprintf(path, sizeof path, "/api/v1/namespaces/%s/serviceaccounts/%s/token", ns, sa);
-    cJSON *out = NULL;
-    int rc = vmlet_kube_call(l->kube, "POST", path, "application/json", req, NULL, &out, err);
-    cJSON_Delete(req);
-    const char *t = rc == 0 ? vmlet_json_str(out, "status", "token") : NULL;
-    if (t)
-        *token = vmlet_xstrdup(t);
-    cJSON_Delete(out);
-    if (!t)
-        return rc == 0 ? vmlet_err_set(err, "TokenRequest: no token in the answer") : -1;
-    return 0;
+    return kube_objects_token(l->kube, ns, sa, audience, expiration, pod->spec->pod->name,
+                              pod->uid, token, err);
 }
 
 // --- identity, DNS and hosts ---------------------------------------------------------------

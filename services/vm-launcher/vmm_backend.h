@@ -27,6 +27,7 @@ struct _vmm_t {
     vmm_settings_t settings; // strings owned (copied in vmm_new)
     kvm_probe_t kvm;
     bool use_kvm; // the accelerator the QEMU backend passes
+    long tsc_khz; // QEMU under TCG: the host's TSC rate (host_tsc.h), measured once
 };
 
 struct _vmm_vm_t {
@@ -95,6 +96,7 @@ typedef struct {
     const char *binary;
     bool kvm;                                        // -accel kvm, else tcg
     int tb_size_mib;                                 // TCG translation cache (bounds QEMU's RSS)
+    long tsc_khz; // TCG: the host's TSC rate, told to the guest kernel (host_tsc.h); 0: not given
     const char *cpu;                                 // -cpu model, NULL for QEMU's default
     const char *control, *agent, *console, *pidfile; // files in the state dir
 } vmm_qemu_argv_opts_t;
@@ -103,7 +105,7 @@ typedef struct {
 // vmm_argv_free). Pure: no I/O, so unit tests can check it.
 char **vmm_qemu_argv(const vmm_qemu_argv_opts_t *opts, const vmm_spec_t *spec, vmlet_err_t *err);
 // The kernel command line the backend gives the guest.
-char *vmm_kernel_cmdline(const char *base, bool tcg, const char *extra);
+char *vmm_kernel_cmdline(const char *base, long tcg_tsc_khz, const char *extra);
 void vmm_argv_free(char ***argv_p);
 
 // --- Firecracker ------------------------------------------------------------

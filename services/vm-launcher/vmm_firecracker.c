@@ -75,7 +75,7 @@ static int s_configure(fc_api_t *api, const vmm_spec_t *spec, const vmm_vm_t *vm
     if (rc < 0)
         return -1;
 
-    char *args = vmm_kernel_cmdline(FC_BASE_CMDLINE, false, spec->cmdline);
+    char *args = vmm_kernel_cmdline(FC_BASE_CMDLINE, 0, spec->cmdline);
     body = cJSON_CreateObject();
     cJSON_AddStringToObject(body, "kernel_image_path", spec->kernel);
     if (spec->initrd && *spec->initrd)

@@ -5,6 +5,8 @@
 #include "qmp.h"
 #include "vmm_backend.h"
 
+#include "host_tsc.h"
+
 #include "vmlet/timeutil.h"
 #include "vmlet/xalloc.h"
 
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #define QEMU_ARGV_MAX 96
+#define TSC_SAMPLE_MS 200 // the TSC rate to 1 in 10^4 or better: the guest clock's error
 #define KERNEL_CMDLINE_MAX 2048 // x86 boot protocol's COMMAND_LINE_SIZE
 
 // Kernel arguments every QEMU guest gets:
@@ -30,15 +33,19 @@
 // Under TCG the kernel cannot calibrate the TSC against the (absent) PIT
 // and, about 1 boot in 12 and more often under CPU load, hangs after
 // "Marking TSC unstable"; telling it the rate made 15 of 15 boots work
-// (DESIGN.md §4). Not under KVM, where the TSC runs at the host's rate.
-#define QEMU_TCG_CMDLINE "tsc_early_khz=2000000 tsc=reliable"
-
-char *vmm_kernel_cmdline(const char *base, bool tcg, const char *extra)
+// (DESIGN.md §4). The rate must be the host's (TCG's rdtsc reads the
+// host's counter): a fixed 2 GHz made the guest clock run 1.3 times fast on
+// this 2.6 GHz host (26 s of guest time per 20 s). Not under KVM, where the
+// guest has kvm-clock.
+char *vmm_kernel_cmdline(const char *base, long tcg_tsc_khz, const char *extra)
 {
-    size_t cap = strlen(base) + strlen(QEMU_TCG_CMDLINE) + (extra ? strlen(extra) : 0) + 3;
+    char tcg[96] = "";
+    if (tcg_tsc_khz > 0)
+        snprintf(tcg, sizeof tcg, " tsc_early_khz=%ld tsc=reliable", tcg_tsc_khz);
+    size_t cap = strlen(base) + strlen(tcg) + (extra ? strlen(extra) : 0) + 2;
     char *out = vmlet_xmalloc(cap);
-    snprintf(out, cap, "%s%s%s%s%s", base, tcg ? " " : "", tcg ? QEMU_TCG_CMDLINE : "",
-             extra && *extra ? " " : "", extra && *extra ? extra : "");
+    snprintf(out, cap, "%s%s%s%s", base, tcg, extra && *extra ? " " : "",
+             extra && *extra ? extra : "");
     return out;
 }
 
@@ -147,7 +154,8 @@ char **vmm_qemu_argv(const vmm_qemu_argv_opts_t *opts, const vmm_spec_t *spec, v
 {
     if (vmm_spec_check(spec, err) < 0)
         return NULL;
-    char *cmdline = vmm_kernel_cmdline(QEMU_BASE_CMDLINE, !opts->kvm, spec->cmdline);
+    char *cmdline =
+        vmm_kernel_cmdline(QEMU_BASE_CMDLINE, opts->kvm ? 0 : opts->tsc_khz, spec->cmdline);
     if (strlen(cmdline) >= KERNEL_CMDLINE_MAX) {
         free(cmdline);
         vmlet_err_set(err, "VM %s: kernel command line over %d bytes", spec->id,
@@ -276,6 +284,12 @@ static int s_check(vmm_t *vmm, vmlet_err_t *err)
     } else {
         vmm->use_kvm = vmm->kvm.usable;
     }
+    if (!vmm->use_kvm) {
+        vmm->tsc_khz = host_tsc_khz(TSC_SAMPLE_MS);
+        if (vmm->tsc_khz <= 0)
+            return vmlet_err_set(err, "backend qemu under TCG: cannot measure this host's TSC "
+                                      "rate, which the guest kernel must be told");
+    }
     char out[256];
     char *argv[] = {(char *)vmm->settings.qemu_binary, "--version", NULL};
     int rc = vmm_run_capture(argv, 5000, out, sizeof out, err);
@@ -333,6 +347,7 @@ static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
     vmm_qemu_argv_opts_t opts = {.binary = vmm->settings.qemu_binary,
                                  .kvm = vmm->use_kvm,
                                  .tb_size_mib = vmm->settings.tcg_tb_size_mib,
+                                 .tsc_khz = vmm->tsc_khz,
                                  .cpu = vmm->settings.qemu_cpu,
                                  .control = vm->control,
                                  .agent = vm->agent,

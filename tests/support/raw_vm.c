@@ -1,6 +1,8 @@
 // A minimal raw QEMU boot (see raw_vm.h).
 #include "raw_vm.h"
 
+#include "host_tsc.h"
+
 #include "testsupport.h"
 
 #include <errno.h>
@@ -17,9 +19,10 @@
 #define ARGV_MAX 64
 
 // The flags the launcher uses too: microvm without option ROMs, the ISA
-// serial console, ACPI for the power button; the kernel told its TSC rate
-// (TCG boots hang now and then otherwise, DESIGN.md §4).
-#define BASE_CMDLINE "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2000000 tsc=reliable"
+// serial console, ACPI for the power button; the kernel told the host's
+// TSC rate (TCG boots hang now and then otherwise, DESIGN.md §4, and a
+// wrong rate makes the guest clock run fast or slow).
+#define BASE_CMDLINE "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable"
 
 int raw_vm_start(const raw_vm_opts_t *o, raw_vm_t *vm)
 {
@@ -63,7 +66,8 @@ int raw_vm_start(const raw_vm_opts_t *o, raw_vm_t *vm)
     ADD("-initrd");
     ADD(o->initrd);
     ADD("-append");
-    ADDF("%s%s%s", BASE_CMDLINE, o->cmdline ? " " : "", o->cmdline ? o->cmdline : "");
+    ADDF("%s tsc_early_khz=%ld%s%s", BASE_CMDLINE, host_tsc_khz(100), o->cmdline ? " " : "",
+         o->cmdline ? o->cmdline : "");
     ADD("-chardev");
     ADDF("file,id=console,path=%s", vm->console_log);
     ADD("-serial");

@@ -4,9 +4,11 @@
 #include "testsupport.h"
 
 #include "firecracker_api.h"
+#include "host_tsc.h"
 #include "kvm_probe.h"
 #include "vmm_backend.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const vmm_disk_t s_disks[] = {
@@ -35,6 +37,7 @@ static vmm_qemu_argv_opts_t s_opts(bool kvm)
     return (vmm_qemu_argv_opts_t){.binary = "qemu-system-x86_64",
                                   .kvm = kvm,
                                   .tb_size_mib = 32,
+                                  .tsc_khz = 2596110,
                                   .control = "/run/vmlet/vms/p1/ctl.sock",
                                   .agent = "/run/vmlet/vms/p1/agent.sock",
                                   .console = "/run/vmlet/vms/p1/console.log",
@@ -91,7 +94,7 @@ static void test_tcg_argv(void **state)
     assert_non_null(append);
     assert_non_null(strstr(append, "console=ttyS0"));
     assert_non_null(strstr(append, "panic=-1"));
-    assert_non_null(strstr(append, "tsc_early_khz=2000000 tsc=reliable"));
+    assert_non_null(strstr(append, "tsc_early_khz=2596110 tsc=reliable")); // the host's rate
     // The caller's arguments come last, so they can override ours.
     assert_int_equal(strlen(append) - strlen("vmlet.agent=1"),
                      (size_t)(strstr(append, "vmlet.agent=1") - append));
@@ -197,12 +200,23 @@ static void test_bad_specs_refused(void **state)
 static void test_kernel_cmdline(void **state)
 {
     (void)state;
-    char *c = vmm_kernel_cmdline("console=ttyS0", true, "a=1 b");
-    assert_string_equal(c, "console=ttyS0 tsc_early_khz=2000000 tsc=reliable a=1 b");
+    char *c = vmm_kernel_cmdline("console=ttyS0", 2596110, "a=1 b");
+    assert_string_equal(c, "console=ttyS0 tsc_early_khz=2596110 tsc=reliable a=1 b");
     free(c);
-    c = vmm_kernel_cmdline("console=ttyS0", false, "");
+    c = vmm_kernel_cmdline("console=ttyS0", 0, "");
     assert_string_equal(c, "console=ttyS0");
     free(c);
+}
+
+// The rate the guest is told is this host's: two measurements agree to
+// 1 in 1000, and it is a plausible x86 TSC rate (0.5-10 GHz).
+static void test_host_tsc_rate(void **state)
+{
+    (void)state;
+    long a = host_tsc_khz(100), b = host_tsc_khz(100);
+    print_message("host TSC: %ld kHz, %ld kHz\n", a, b);
+    assert_true(a > 500000 && a < 10000000);
+    assert_true(labs(a - b) * 1000 < a);
 }
 
 static void test_kvm_probe_verdict_here(void **state)
@@ -308,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_kvm_argv),
         cmocka_unit_test(test_bad_specs_refused),
         cmocka_unit_test(test_kernel_cmdline),
+        cmocka_unit_test(test_host_tsc_rate),
         cmocka_unit_test(test_kvm_probe_verdict_here),
         cmocka_unit_test(test_selection),
         cmocka_unit_test(test_firecracker_version_parse),

@@ -102,8 +102,8 @@ const kvm_probe_t *vmm_kvm(const vmm_t *self)
 const char *vmm_describe(const vmm_t *self, char *buf, size_t cap)
 {
     if (self->ops == &vmm_qemu_ops && !self->use_kvm)
-        snprintf(buf, cap, "qemu (tcg, tb-size %d MiB; KVM: %s)", self->settings.tcg_tb_size_mib,
-                 self->kvm.reason);
+        snprintf(buf, cap, "qemu (tcg, tb-size %d MiB, guest TSC %ld kHz; KVM: %s)",
+                 self->settings.tcg_tb_size_mib, self->tsc_khz, self->kvm.reason);
     else
         snprintf(buf, cap, "%s (kvm: %s)", self->ops->name, self->kvm.reason);
     return buf;

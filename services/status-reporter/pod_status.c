@@ -304,8 +304,21 @@ cJSON *pod_status_compute(const pod_status_inputs_t *in)
     // A pod-level failure (DeadlineExceeded) is Failed at once, while its
     // containers are still being stopped, as the kubelet's evicted pods.
     bool pod_failed = vm && vm->pod_failure_reason && *vm->pod_failure_reason;
-    if (vm_failed || pod_failed)
+    if (vm_failed || pod_failed) {
         phase = "Failed";
+        // A failed pod's containers are not ready, though the last may
+        // still be stopping (its grace period): Ready goes False with the
+        // phase, not when they are gone, as the kubelet does for a
+        // terminal pod.
+        cJSON *c;
+        cJSON_ArrayForEach(c, regular)
+        {
+            if (cJSON_GetObjectItemCaseSensitive(c, "ready"))
+                cJSON_ReplaceItemInObjectCaseSensitive(c, "ready", cJSON_CreateFalse());
+            else
+                cJSON_AddFalseToObject(c, "ready");
+        }
+    }
     cJSON_AddStringToObject(status, "phase", phase);
     cJSON_AddItemToObject(status, "conditions", s_conditions(in, init, regular, phase));
     if (pod_failed) {

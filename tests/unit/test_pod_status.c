@@ -370,6 +370,10 @@ static void test_pod_failure_reason(void **state)
     EXPECT(s, "reason", "DeadlineExceeded");
     EXPECT(s, "message", "Pod was active on the node longer than the specified deadline");
     EXPECT(s, "containerStatuses.[0].state.running.startedAt", "2023-11-14T22:13:20Z");
+    // Still stopping, yet not ready: Ready is False with the phase.
+    EXPECT(s, "containerStatuses.[0].ready", "false");
+    EXPECT(s_condition(s, "Ready"), "status", "False");
+    EXPECT(s_condition(s, "Ready"), "message", "containers with unready status: [c0 c1]");
     cJSON_Delete(s);
     // The VM gone since: still that reason, not the stopped VM's.
     p.vm.state = VMLET__VM_STATE__VM_STATE_STOPPED;

@@ -156,10 +156,7 @@ static bool s_api_data_volume(const pod_vm_t *self, const char *name)
     for (size_t v = 0; name && v < self->spec->n_volumes; v++) {
         const Vmlet__Volume *vol = self->spec->volumes[v];
         if (vol->name && strcmp(vol->name, name) == 0)
-            return vol->source_case == VMLET__VOLUME__SOURCE_CONFIG_MAP ||
-                   vol->source_case == VMLET__VOLUME__SOURCE_SECRET ||
-                   vol->source_case == VMLET__VOLUME__SOURCE_DOWNWARD_API ||
-                   vol->source_case == VMLET__VOLUME__SOURCE_PROJECTED;
+            return volumes_kind(vol) != NULL; // the files volumes: API data
     }
     return false;
 }

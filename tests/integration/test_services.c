@@ -238,6 +238,38 @@ static bool s_broker_knows_everyone(void *arg)
     return ok;
 }
 
+// Says which count was wrong, and what each service last logged, on
+// stderr (unbuffered, so it survives the failure in CI's log).
+static void s_report_broker_view(fixture_t *f)
+{
+    char url[128], *body = NULL;
+    long status = 0;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", f->broker.http_port);
+    ts_http_get(url, &status, &body);
+    fprintf(stderr, "broker: handshakes %.0f (subscribers %d), vm-launcher workers %.0f, "
+                    "image-builder workers %.0f\n",
+            body ? ts_metric_value(body, "vmlet_bus_broker_handshakes_total") : -1,
+            s_subscribers(f),
+            body ? ts_metric_value(body, "vmlet_bus_broker_queue_workers{queue=\"vm-launcher\"}")
+                 : -1,
+            body ? ts_metric_value(body,
+                                   "vmlet_bus_broker_queue_workers{queue=\"image-builder\"}")
+                 : -1);
+    free(body);
+    for (int i = 0; i < N_SERVICES; i++) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "echo '--- %s.log:' >&2; tail -n 15 '%s/%s.log' >&2", services[i],
+                 f->dir, services[i]);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no log for %s)\n", services[i]);
+    }
+    fprintf(stderr, "--- broker:\n");
+    snprintf(url, sizeof url, "tail -n 20 '%s/broker.log' >&2", f->dir);
+    if (system(url) != 0)
+        fprintf(stderr, "(no broker log)\n");
+    fail_msg("the restarted broker did not hear from every service again");
+}
+
 static void test_broker_and_redis_restarts(void **state)
 {
     fixture_t *f = *state;

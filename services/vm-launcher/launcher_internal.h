@@ -109,6 +109,14 @@ typedef enum {
     START_TOTAL,     // LaunchRequest taken -> the containers running
 } start_phase_t;
 
+// Wall-clock (Unix ms) steps of the pod's first start on this launcher,
+// 0 until reached (VmRecord.start: the start-up benchmark reads them).
+typedef struct {
+    int64_t launch, images_ready, vm_start, agent_hello, setup_done, running;
+    char vm_start_kind[16];     // "template" or "cold"
+    char template_skipped[200]; // why a cold boot although templates are on
+} start_steps_t;
+
 struct pod_vm {
     launcher_t *l;
     char uid[64];
@@ -117,6 +125,7 @@ struct pod_vm {
     // agent said hello. start_timed once the start has been observed.
     int64_t made_ms, hello_ms;
     bool start_timed;
+    start_steps_t steps;
     char desc[400]; // "name_namespace(uid)", as the kubelet names a pod in messages
     Vmlet__PodSpec *spec;
     char spec_hash[64];

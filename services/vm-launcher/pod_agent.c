@@ -100,6 +100,8 @@ static void s_on_hello(pod_vm_t *self, const Vmlet__AgentHello *hello)
         double took = (double)(vmlet_now_ms() - self->boot_started_ms) / 1000.0;
         vmlet_histogram_observe(l->boot_seconds, took);
         self->hello_ms = vmlet_now_ms();
+        if (!self->steps.agent_hello)
+            self->steps.agent_hello = vmlet_unix_ms();
         vmlet_log_info(l->log, VMLET_KV({"pod", self->desc}), "guest agent up after %.2f s", took);
         self->boot_failures = 0;
     }
@@ -136,6 +138,8 @@ static void s_on_started(pod_vm_t *self, const Vmlet__ContainerStarted *m)
     if (!c || m->instance < c->instance || (m->instance == c->instance && c->phase == CTR_RUNNING))
         return; // old news (a resend after a reconnect)
     ctr_started(c, m->instance, m->started_unix_ms);
+    if (!self->steps.running)
+        self->steps.running = vmlet_unix_ms();
     c->restart_at_unix_ms = INT64_MAX;
     pod_hooks_post_start(self, i); // Waiting until its postStart hook is done, if it has one
     pod_record_changed(self);
@@ -274,6 +278,8 @@ static void s_handle(pod_vm_t *self, const Vmlet__GuestMessage *msg)
         break;
     case VMLET__GUEST_MESSAGE__BODY_POD_READY:
         self->setup_done = true;
+        if (!self->steps.setup_done)
+            self->steps.setup_done = vmlet_unix_ms();
         vmlet_log_info(self->l->log, VMLET_KV({"pod", self->desc}), "pod set up in its VM");
         pod_vm_set_state(self, PV_RUNNING, NULL, NULL);
         pod_vm_start_due(self);

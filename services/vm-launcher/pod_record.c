@@ -120,6 +120,19 @@ static Vmlet__VmRecord *s_record(pod_vm_t *self)
         r->pod_failure_reason = self->failure_reason;
         r->pod_failure_message = self->failure_message;
     }
+    if (self->steps.launch) {
+        const start_steps_t *s = &self->steps;
+        Vmlet__StartTimings *t = PB_NEW(Vmlet__StartTimings, VMLET__START_TIMINGS__INIT);
+        PB_SET(t, launch_unix_ms, s->launch);
+        PB_SET(t, images_ready_unix_ms, s->images_ready);
+        PB_SET(t, vm_start_unix_ms, s->vm_start);
+        PB_SET(t, agent_hello_unix_ms, s->agent_hello);
+        PB_SET(t, setup_done_unix_ms, s->setup_done);
+        PB_SET(t, running_unix_ms, s->running);
+        t->vm_start = s->vm_start_kind[0] ? (char *)s->vm_start_kind : NULL;
+        t->template_skipped = s->template_skipped[0] ? (char *)s->template_skipped : NULL;
+        r->start = t;
+    }
     return r;
 }
 
@@ -132,6 +145,7 @@ static void s_record_free(Vmlet__VmRecord *r)
     free(r->init_containers);
     free(r->containers);
     free(r->pod);
+    free(r->start);
     free(r);
 }
 

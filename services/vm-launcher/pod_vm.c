@@ -103,6 +103,7 @@ pod_vm_t *pod_vm_new(launcher_t *l, const char *uid)
     snprintf(self->state_dir, sizeof self->state_dir, "%s/%s", l->settings->state_dir, uid);
     self->state = PV_PENDING;
     self->created_unix_ms = vmlet_unix_ms();
+    self->steps.launch = self->created_unix_ms;
     self->execs = zlistx_new();
     return self;
 }
@@ -339,6 +340,10 @@ static void s_boot(pod_vm_t *self)
         .state_dir = self->state_dir,
     };
     self->boot_started_ms = vmlet_now_ms();
+    if (!self->steps.vm_start) {
+        self->steps.vm_start = vmlet_unix_ms();
+        snprintf(self->steps.vm_start_kind, sizeof self->steps.vm_start_kind, "cold");
+    }
     self->vm = vmm_start(l->vmm, &spec, &err);
     if (!self->vm)
         return s_boot_failed(self, err.msg);
@@ -711,6 +716,8 @@ static void s_tick_pending(pod_vm_t *self, int64_t now_ms)
         return;
     if (s_spec_problem(self) || !s_images_ready(self))
         return; // the watcher fixes problems, the builder builds images: each says so
+    if (!self->steps.images_ready)
+        self->steps.images_ready = vmlet_unix_ms();
     vm_size_of(self->spec, &self->l->sizes, &self->size);
     if (self->boots == 0 && !s_admit(self))
         return;

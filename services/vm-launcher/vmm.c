@@ -152,6 +152,17 @@ void vmm_release(vmm_vm_t **vm_p)
         (*vm_p)->vmm->ops->release(vm_p);
 }
 
+int vmm_template_save(vmm_vm_t *vm, const char *template_dir, int timeout_ms, vmlet_err_t *err)
+{
+    return vm->vmm->ops->template_save(vm, template_dir, timeout_ms, err);
+}
+
+vmm_vm_t *vmm_restore(vmm_t *vmm, const vmm_spec_t *spec, const char *template_dir,
+                      vmlet_err_t *err)
+{
+    return vmm->ops->restore(vmm, spec, template_dir, err);
+}
+
 pid_t vmm_vm_pid(const vmm_vm_t *vm)
 {
     return vm->pid;

@@ -45,7 +45,9 @@ typedef struct {
 } vmm_disk_t;
 
 typedef struct {
-    const char *tap; // host tap device, in the VM's network namespace
+    const char *tap; // host tap device, in the VM's network namespace; NULL: a NIC
+                     // with nothing behind it (a template VM, whose guest never
+                     // drives it: the pod restored from it gets its own tap)
     const char *mac; // guest MAC, "52:54:00:xx:xx:xx"
 } vmm_nic_t;
 
@@ -61,6 +63,10 @@ typedef struct {
     const vmm_nic_t *nic;  // NULL: no network
     const char *netns;     // e.g. /run/netns/vmlet: the VMM runs there; NULL/"": ours
     const char *state_dir; // exists; per VM; short enough for socket paths (~90 bytes)
+    // Non-NULL: boot this VM to become a template (docs/templates.md). Its
+    // guest memory lives in a file in this directory (exists), so that
+    // template_save need only write the device state next to it.
+    const char *template_dir;
 } vmm_spec_t;
 
 // --- choosing a backend
@@ -106,6 +112,18 @@ typedef struct {
     int64_t (*rss_bytes)(vmm_vm_t *vm); // VmRSS of the VMM process; -1 if gone
     // Frees the handle only; the VM keeps running (adopt finds it again).
     void (*release)(vmm_vm_t **vm_p);
+    // Templates (docs/templates.md). template_save pauses a VM started
+    // with spec.template_dir and writes what restore needs into that
+    // directory (the guest memory and the device state); the VM stays
+    // paused and the caller kills it. restore starts a VM for spec from the
+    // template in template_dir: spec has the template's vCPUs, memory and
+    // device set (as many disks, a NIC if it had one) but its own disk
+    // files, tap and state dir; guest memory is mapped from the template's
+    // file, private, not read. Returns once the guest runs again.
+    int (*template_save)(vmm_vm_t *vm, const char *template_dir, int timeout_ms,
+                         vmlet_err_t *err);
+    vmm_vm_t *(*restore)(vmm_t *vmm, const vmm_spec_t *spec, const char *template_dir,
+                         vmlet_err_t *err);
 } vmm_ops_t;
 
 extern const vmm_ops_t vmm_qemu_ops;
@@ -130,6 +148,9 @@ int vmm_kill(vmm_vm_t *vm, int timeout_ms, vmlet_err_t *err);
 bool vmm_alive(vmm_vm_t *vm);
 int64_t vmm_rss_bytes(vmm_vm_t *vm);
 void vmm_release(vmm_vm_t **vm_p);
+int vmm_template_save(vmm_vm_t *vm, const char *template_dir, int timeout_ms, vmlet_err_t *err);
+vmm_vm_t *vmm_restore(vmm_t *vmm, const vmm_spec_t *spec, const char *template_dir,
+                      vmlet_err_t *err);
 
 // Accessors shared by every backend.
 pid_t vmm_vm_pid(const vmm_vm_t *vm);

@@ -136,6 +136,16 @@ int fc_api_put(fc_api_t *self, const char *path, const cJSON *body, vmlet_err_t 
     return fc_api_call(self, "PUT", path, body, NULL, NULL, err);
 }
 
+int fc_api_patch(fc_api_t *self, const char *path, const cJSON *body, vmlet_err_t *err)
+{
+    return fc_api_call(self, "PATCH", path, body, NULL, NULL, err);
+}
+
+void fc_api_set_timeout(fc_api_t *self, int timeout_ms)
+{
+    self->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+}
+
 int fc_parse_version(const char *text, int *major, int *minor, int *patch)
 {
     const char *p = strstr(text, "Firecracker v");

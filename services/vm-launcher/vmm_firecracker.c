@@ -6,6 +6,7 @@
 // "OK <host port>\n"). It needs working KVM, so it cannot run on the
 // machines this project is developed on; tests check its requests against
 // the published API contract instead (test_firecracker_api_fake).
+// Templates (snapshot and restore) are in vmm_firecracker_snapshot.c.
 #include "firecracker_api.h"
 #include "vmm_backend.h"
 
@@ -91,7 +92,7 @@ static int s_configure(fc_api_t *api, const vmm_spec_t *spec, const vmm_vm_t *vm
     // Firecracker has no drive serials, so the order is the contract.
     for (size_t i = 0; i < spec->n_disks; i++) {
         char drive_id[32], path[64];
-        snprintf(drive_id, sizeof drive_id, "disk%zu", i);
+        snprintf(drive_id, sizeof drive_id, FC_DRIVE_ID_FMT, i);
         snprintf(path, sizeof path, "/drives/%s", drive_id);
         body = cJSON_CreateObject();
         cJSON_AddStringToObject(body, "drive_id", drive_id);
@@ -145,68 +146,143 @@ static int s_api_ready(vmm_vm_t *vm, int timeout_ms, cJSON **info, vmlet_err_t *
     return rc;
 }
 
-static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
+// Writes <state_dir>/vmm.pid: how an operator (and the tests) find the
+// process without the state file.
+static int s_write_pidfile(const vmm_vm_t *vm, vmlet_err_t *err)
 {
-    if (!spec->state_dir || spec->state_dir[0] != '/') {
-        vmlet_err_set(err, "VM %s: state dir \"%s\" must be an absolute path", spec->id,
-                      spec->state_dir ? spec->state_dir : "");
-        return NULL;
-    }
-    if (vmm_spec_check(spec, err) < 0)
-        return NULL;
+    char pidfile[VMM_SUN_PATH_MAX + 16];
+    snprintf(pidfile, sizeof pidfile, "%s/%s", vm->state_dir, VMM_FILE_PID);
+    FILE *f = fopen(pidfile, "we");
+    if (f && fprintf(f, "%d\n", (int)vm->pid) > 0 && fclose(f) == 0)
+        return 0;
+    int e = errno;
+    if (f)
+        fclose(f);
+    return vmlet_err_errno(err, e, "writing %s", pidfile);
+}
+
+vmm_vm_t *fc_vm_launch(vmm_t *vmm, const vmm_spec_t *spec, const char *agent_uds, int64_t deadline,
+                       vmlet_err_t *err)
+{
     vmm_vm_t *vm = vmm_vm_alloc(vmm, spec->id, spec->state_dir, err);
     if (!vm)
         return NULL;
+    if (agent_uds)
+        snprintf(vm->agent, sizeof vm->agent, "%s", agent_uds); // the caller checked its length
     vmlet_err_t ignored;
     vmm_vm_t *old = vmm_adopt_common(vmm, vm->state_dir, &ignored);
     if (old) {
-        vmlet_err_set(err, "VM %s already runs (pid %d); adopt it instead", spec->id, old->pid);
+        vmlet_err_set(err, "already runs (pid %d); adopt it instead", old->pid);
         vmm_vm_free(&old);
         vmm_vm_free(&vm);
         return NULL;
     }
-    char console[VMM_SUN_PATH_MAX + 16], pidfile[VMM_SUN_PATH_MAX + 16];
+    char console[VMM_SUN_PATH_MAX + 16];
     snprintf(console, sizeof console, "%s/%s", vm->state_dir, VMM_FILE_CONSOLE);
-    snprintf(pidfile, sizeof pidfile, "%s/%s", vm->state_dir, VMM_FILE_PID);
-    // Firecracker refuses to start on an existing API socket path.
+    // Firecracker refuses to start on an existing API socket path, and to
+    // bind a vsock UDS that exists.
     unlink(vm->control);
     unlink(vm->agent);
     char fc_id[VMM_ID_MAX + 1];
     s_fc_id(vm->id, fc_id, sizeof fc_id);
     char *argv[] = {
         (char *)vmm->settings.firecracker_binary, "--api-sock", vm->control, "--id", fc_id, NULL};
-    int64_t deadline = vmlet_now_ms() + vmm->settings.start_timeout_ms;
     pid_t pid = -1;
+    int left = (int)(deadline - vmlet_now_ms());
     // Its stdout is the guest's serial console (and Firecracker's own log).
-    int rc = vmm_spawn(vmm, argv, spec->netns, console, VMM_SPAWN_DETACH, vmm->settings.start_timeout_ms,
+    int rc = vmm_spawn(vmm, argv, spec->netns, console, VMM_SPAWN_DETACH, left > 100 ? left : 100,
                        &pid, err);
     if (rc == 0)
         rc = vmm_vm_attach_pid(vm, pid, err);
-    if (rc == 0) {
-        FILE *f = fopen(pidfile, "we");
-        rc = f && fprintf(f, "%d\n", (int)pid) > 0 && fclose(f) == 0
-                 ? 0
-                 : vmlet_err_errno(err, errno, "writing %s", pidfile);
-    }
     if (rc == 0)
+        rc = s_write_pidfile(vm, err);
+    if (rc == 0) // from here on, adopt (and so a later kill) finds it
         rc = vmm_state_write(vm, err);
     if (rc == 0) {
-        int left = (int)(deadline - vmlet_now_ms());
+        left = (int)(deadline - vmlet_now_ms());
         rc = s_api_ready(vm, left > 100 ? left : 100, NULL, err);
     }
-    if (rc == 0) {
-        fc_api_t *api = fc_api_new(vm->control, vmm->settings.control_timeout_ms);
-        rc = api ? s_configure(api, spec, vm, err) : vmlet_err_set(err, "curl_easy_init failed");
-        fc_api_destroy(&api);
-    }
     if (rc < 0) {
-        vmlet_err_wrap(err, "VM %s: firecracker", spec->id);
-        if (vm->pid > 0)
-            vmm_common_kill(vm, 2000, NULL);
-        vmm_vm_free(&vm);
+        fc_vm_abort(&vm);
         return NULL;
     }
     return vm;
+}
+
+void fc_vm_abort(vmm_vm_t **vm_p)
+{
+    if (!vm_p || !*vm_p)
+        return;
+    if ((*vm_p)->pid > 0)
+        vmm_common_kill(*vm_p, 2000, NULL);
+    vmm_vm_free(vm_p);
+}
+
+// What start checks beyond vmm_spec_check, because Firecracker needs it.
+static int s_start_check(const vmm_spec_t *spec, vmlet_err_t *err)
+{
+    if (!spec->state_dir || spec->state_dir[0] != '/')
+        return vmlet_err_set(err, "VM %s: state dir \"%s\" must be an absolute path", spec->id,
+                             spec->state_dir ? spec->state_dir : "");
+    // A template VM's NIC would be useless: the snapshot bakes in the tap
+    // name, and the API this backend pins (v1.8) has no way to point a
+    // restored NIC at the pod's own tap (network_overrides came later), so
+    // restore refuses a NIC; say so before the boot, not after it.
+    if (spec->nic && spec->template_dir)
+        return vmlet_err_set(err,
+                             "VM %s: a Firecracker template cannot have a network interface: "
+                             "snapshot/load reopens the template's tap and the Firecracker API "
+                             "vmlet pins (v%d.%d) cannot rename it (no network_overrides); build "
+                             "the template without a NIC, or cold-boot pods with network",
+                             spec->id, FC_API_MIN_MAJOR, FC_API_MIN_MINOR);
+    // Firecracker has no NIC without a host device: host_dev_name is
+    // required and is opened (TUNSETIFF) at PUT /network-interfaces.
+    if (spec->nic && (!spec->nic->tap || !*spec->nic->tap))
+        return vmlet_err_set(err,
+                             "VM %s: a Firecracker network interface needs a host tap "
+                             "(host_dev_name is required and opened at configuration); give the "
+                             "NIC a tap or leave the VM without one",
+                             spec->id);
+    return vmm_spec_check(spec, err);
+}
+
+static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
+{
+    if (s_start_check(spec, err) < 0)
+        return NULL;
+    int64_t deadline = vmlet_now_ms() + vmm->settings.start_timeout_ms;
+    // A template VM's vsock UDS is next to the template's directory: its
+    // path is baked into the snapshot (vmm_firecracker_snapshot.c).
+    char uds[VMM_SUN_PATH_MAX] = "";
+    if (spec->template_dir && fc_template_begin(spec, uds, sizeof uds, err) < 0) {
+        vmlet_err_wrap(err, "VM %s: firecracker template", spec->id);
+        return NULL;
+    }
+    vmm_vm_t *vm = fc_vm_launch(vmm, spec, uds[0] ? uds : NULL, deadline, err);
+    if (!vm) {
+        vmlet_err_wrap(err, "VM %s: firecracker", spec->id);
+        return NULL;
+    }
+    fc_api_t *api = fc_api_new(vm->control, vmm->settings.control_timeout_ms);
+    int rc = api ? s_configure(api, spec, vm, err) : vmlet_err_set(err, "curl_easy_init failed");
+    fc_api_destroy(&api);
+    if (rc < 0) {
+        vmlet_err_wrap(err, "VM %s: firecracker", spec->id);
+        fc_vm_abort(&vm);
+        return NULL;
+    }
+    return vm;
+}
+
+// A template VM's vsock UDS is not <state_dir>/agent.sock (see s_start):
+// adopt takes the path the state file recorded.
+static void s_recorded_agent(vmm_vm_t *vm)
+{
+    cJSON *state = vmm_state_read(vm->state_dir, NULL);
+    const char *agent = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(state, "agent"));
+    if (agent && agent[0] == '/' && strlen(agent) < sizeof vm->agent)
+        snprintf(vm->agent, sizeof vm->agent, "%s", agent);
+    cJSON_Delete(state);
 }
 
 static vmm_vm_t *s_adopt(vmm_t *vmm, const char *state_dir, vmlet_err_t *err)
@@ -222,6 +298,7 @@ static vmm_vm_t *s_adopt(vmm_t *vmm, const char *state_dir, vmlet_err_t *err)
         vmm_vm_free(&vm);
         return NULL;
     }
+    s_recorded_agent(vm);
     cJSON *info = NULL;
     if (s_api_ready(vm, vmm->settings.control_timeout_ms, &info, err) < 0) {
         vmlet_err_wrap(err, "VM %s: adopting pid %d", vm->id, vm->pid);
@@ -321,4 +398,6 @@ const vmm_ops_t vmm_firecracker_ops = {
     .alive = vmm_common_alive,
     .rss_bytes = vmm_common_rss_bytes,
     .release = vmm_common_release,
+    .template_save = fc_template_save,
+    .restore = fc_restore,
 };

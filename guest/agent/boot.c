@@ -112,10 +112,38 @@ static bool s_wanted(const char *cond, bool present[64], bool *scanned)
     return false;
 }
 
+// Whether a condition names only the pod's own devices: NICs (virtio 1)
+// and disks (virtio 2), whose drivers wait for the pod.
+static bool s_pod_device_driver(const char *cond)
+{
+    if (strcmp(cond, "always") == 0)
+        return false;
+    for (const char *p = cond; (p = strstr(p, "virtio:")); p += 7) {
+        unsigned long n = strtoul(p + 7, NULL, 10);
+        if (n != 1 && n != 2)
+            return false;
+    }
+    return true;
+}
+
+static void s_load_module(int fd, const char *name, int *loaded)
+{
+    int64_t t = uptime_ms();
+    if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+        alog("module %s: %s", name, strerror(errno));
+    else
+        (*loaded)++;
+    alog_debug("module %s: %lld ms", name, (long long)(uptime_ms() - t));
+}
+
 // Loads the modules named in the load-order file ("CONDITION PATH" lines,
 // paths under /lib/modules, dependencies first, as build.sh wrote them),
-// the drivers only for devices this VM has.
-void boot_modules(void)
+// the drivers only for devices this VM has. The drivers of the pod's disks
+// and NIC wait for the pod (boot_pod_modules): a template VM is saved
+// before, so a VM restored from it probes the pod's own disks (their
+// sizes, their serials), not what the template VM had. Their files are
+// kept open: the initramfs they are on is emptied at the switch of root.
+void boot_modules(agent_t *a)
 {
     FILE *list = fopen(MODULES_LIST, "re");
     if (!list) {
@@ -131,10 +159,12 @@ void boot_modules(void)
         if (!line[0] || line[0] == '#')
             continue;
         char *rel = strchr(line, ' ');
+        bool later = false;
         if (rel) {
             *rel++ = '\0';
             if (!s_wanted(line, present, &scanned))
                 continue;
+            later = s_pod_device_driver(line);
         } else {
             rel = line;
         }
@@ -145,16 +175,31 @@ void boot_modules(void)
             alog("module %s: %s", path, strerror(errno));
             continue;
         }
-        int64_t t = uptime_ms();
-        if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
-            alog("module %s: %s", rel, strerror(errno));
-        else
-            loaded++;
-        alog_debug("module %s: %lld ms", rel, (long long)(uptime_ms() - t));
+        if (later && a->n_pod_modules < AGENT_POD_MODULES_MAX) {
+            pod_module_t *m = &a->pod_modules[a->n_pod_modules++];
+            m->fd = fd;
+            snprintf(m->name, sizeof m->name, "%s", rel);
+            continue;
+        }
+        s_load_module(fd, rel, &loaded);
         close(fd);
     }
     fclose(list);
     alog_debug("%d modules loaded in %lld ms", loaded, (long long)(uptime_ms() - t0));
+}
+
+void boot_pod_modules(agent_t *a)
+{
+    int loaded = 0;
+    int64_t t0 = uptime_ms();
+    for (int i = 0; i < a->n_pod_modules; i++) {
+        s_load_module(a->pod_modules[i].fd, a->pod_modules[i].name, &loaded);
+        close(a->pod_modules[i].fd);
+    }
+    if (a->n_pod_modules)
+        alog_debug("%d disk and NIC drivers loaded in %lld ms", loaded,
+                   (long long)(uptime_ms() - t0));
+    a->n_pod_modules = 0;
 }
 
 // Moves the root from the initramfs to a tmpfs: the initramfs's files are

@@ -137,7 +137,7 @@ int main(void)
     boot_cmdline(a);
     alog_set_debug(a->debug);
     alog("%s starting (pid %d)", AGENT_VERSION, getpid());
-    boot_modules();
+    boot_modules(a);
     boot_misc();
     if (boot_switch_root(&err) < 0)
         s_fatal("switch root", &err);

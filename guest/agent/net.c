@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <net/route.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,49 @@ static int s_find_by_mac(const char *mac, char *out, size_t cap, char *names, si
     }
     closedir(d);
     return rc;
+}
+
+// The VM's one Ethernet interface, when it has exactly one. A VM restored
+// from a template has a NIC whose MAC is the template's (QEMU migrates the
+// virtio-net device's MAC with its state): it is still this pod's NIC, and
+// gets the pod's own MAC before it carries a frame.
+static bool s_only_ethernet(char *out, size_t cap)
+{
+    DIR *d = opendir("/sys/class/net");
+    if (!d)
+        return false;
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d))) {
+        char path[300], type[16];
+        snprintf(path, sizeof path, "/sys/class/net/%s/type", e->d_name);
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "lo") == 0 ||
+            read_small_file(path, type, sizeof type) <= 0 || atoi(type) != ARPHRD_ETHER)
+            continue;
+        if (found++ == 0)
+            snprintf(out, cap, "%.*s", (int)cap - 1, e->d_name);
+    }
+    closedir(d);
+    return found == 1;
+}
+
+// Sets the interface's MAC (it is down: the agent has not brought it up).
+// virtio-net passes it to the device (VIRTIO_NET_CTRL_MAC_ADDR_SET), so
+// the host's side agrees.
+static int s_set_mac(int sock, const char *ifname, const char *mac, vmlet_err_t *err)
+{
+    unsigned b[6];
+    if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
+        return vmlet_err_set(err, "MAC %s: not xx:xx:xx:xx:xx:xx", mac);
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ifname);
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    for (int i = 0; i < 6; i++)
+        ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+    if (ioctl(sock, SIOCSIFHWADDR, &ifr) < 0)
+        return vmlet_err_errno(err, errno, "%s: setting MAC %s", ifname, mac);
+    alog("network: %s takes this pod's MAC %s", ifname, mac);
+    return 0;
 }
 
 static int s_parse_cidr(const char *cidr, struct in_addr *ip, int *prefix, vmlet_err_t *err)
@@ -143,8 +187,13 @@ int net_setup(const Vmlet__PodSetup *s, vmlet_err_t *err)
         return vmlet_err_set(err, "network: ip_cidr %s without the NIC's MAC", s->ip_cidr);
     char ifname[IFNAMSIZ], names[512];
     int64_t deadline = now_ms() + NIC_WAIT_MS;
+    bool adopted = false;
     // virtio_net may still be probing the device.
     while (s_find_by_mac(s->mac, ifname, sizeof ifname, names, sizeof names) < 0) {
+        if (s_only_ethernet(ifname, sizeof ifname)) {
+            adopted = true; // a VM restored from a template: its NIC has the template's MAC
+            break;
+        }
         if (now_ms() > deadline)
             return vmlet_err_set(err, "network: no interface with MAC %s (interfaces: %s)", s->mac,
                                  names[0] ? names : "none");
@@ -154,7 +203,9 @@ int net_setup(const Vmlet__PodSetup *s, vmlet_err_t *err)
     int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (sock < 0)
         return vmlet_err_errno(err, errno, "socket");
-    int rc = s_configure(sock, ifname, s, err);
+    int rc = adopted ? s_set_mac(sock, ifname, s->mac, err) : 0;
+    if (rc == 0)
+        rc = s_configure(sock, ifname, s, err);
     close(sock);
     if (rc < 0)
         return vmlet_err_wrap(err, "network");

@@ -4,6 +4,7 @@
 // hosts / hostname, the disks (scratch read-write, each image read-only
 // once), volumes, then each container's overlay root.
 #include "agent.h"
+#include "boot.h"
 #include "util.h"
 
 #include "vmlet/xalloc.h"
@@ -50,6 +51,12 @@ static int s_random(const Vmlet__PodSetup *s, vmlet_err_t *err)
     int rc = 0;
     if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0)
         rc = vmlet_err_errno(err, errno, "RNDADDENTROPY");
+    // Mixing into the input pool does not change what /dev/urandom gives
+    // until the kernel next reseeds its CRNG (up to a minute away): every
+    // VM restored from one template would read the same bytes until then.
+    // RNDRESEEDCRNG reseeds now, from the pool that holds our seed.
+    else if (ioctl(fd, RNDRESEEDCRNG) < 0)
+        rc = vmlet_err_errno(err, errno, "RNDRESEEDCRNG");
     if (fd >= 0)
         close(fd);
     explicit_bzero(info, sizeof *info + n);
@@ -305,6 +312,7 @@ static int s_containers(agent_t *a, const Vmlet__PodSetup *s, vmlet_err_t *err)
 
 int setup_apply(agent_t *a, const Vmlet__PodSetup *s, vmlet_err_t *err)
 {
+    boot_pod_modules(a); // the disks' and NIC's drivers: they probe now (boot.h)
     if (s_clock(s, err) < 0 || s_random(s, err) < 0 || s_hostname(a, s, err) < 0 ||
         net_setup(s, err) < 0 || s_sysctls(s, err) < 0 || s_etc_files(a, s, err) < 0 ||
         s_scratch(a, s, err) < 0 || volumes_setup(a, s, err) < 0 || s_containers(a, s, err) < 0)

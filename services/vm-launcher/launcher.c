@@ -90,6 +90,14 @@ const vmlet_cfg_option_t launcher_options[] = {
      "a pod's writable disk (sparse: it costs what is written)"},
     {"boot-timeout", VMLET_CFG_DURATION, "60s", 1000, 3600000, NULL, OPT(boot_timeout_ms),
      "a VM whose agent has not spoken by then is killed and booted again"},
+    {"templates", VMLET_CFG_BOOL, "true", 0, 0, NULL, OPT(templates),
+     "start pods by restoring a saved VM (a template) instead of booting one "
+     "(docs/templates.md); false: every pod boots cold"},
+    {"template-dir", VMLET_CFG_STRING, "/var/lib/vmlet/templates", 0, 0, NULL, OPT(template_dir),
+     "where templates are kept (guest memory files: about the VM's memory each)"},
+    {"template-disks", VMLET_CFG_INT, "8", 1, 16, NULL, OPT(template_disks),
+     "disks every template VM has (the writable disk and one per distinct image); pods with "
+     "more images boot cold"},
     {"crashloop-backoff-initial", VMLET_CFG_DURATION, "10s", 0, 3600000, NULL,
      OPT(crashloop_backoff_initial_ms), "CrashLoopBackOff: the first delay (the kubelet's 10 s)"},
     {"crashloop-backoff-max", VMLET_CFG_DURATION, "300s", 0, 86400000, NULL,
@@ -551,6 +559,45 @@ static int s_vmm(launcher_t *self, vmlet_err_t *err)
     return 0;
 }
 
+// Templates, when on: the one for pods of the default size is made now,
+// in the background (docs/templates.md).
+static int s_templates(launcher_t *self, vmlet_err_t *err)
+{
+    const launcher_settings_t *s = self->settings;
+    if (!s->templates) {
+        vmlet_log_info(self->log, NULL, "templates off: every pod's VM boots cold");
+        return 0;
+    }
+    if (strcmp(vmm_ops(self->vmm)->name, "firecracker") == 0) {
+        // Its snapshots name the template's tap, and the API vmlet pins
+        // (v1.8) has no network_overrides: restored pods would share it.
+        vmlet_log_warn(self->log, NULL,
+                       "templates off: Firecracker v1.8 cannot give a restored VM its own tap "
+                       "(docs/templates.md); every pod's VM boots cold");
+        return 0;
+    }
+    vm_templates_config_t cfg = {
+        .dir = s->template_dir,
+        .disk_slots = (int)s->template_disks,
+        .kernel = s->kernel,
+        .initramfs = s->initramfs,
+        .cmdline = s->kernel_cmdline,
+        .vmm = self->vmm,
+        .build_timeout_ms = (int)s->boot_timeout_ms,
+        .log = self->log,
+        .metrics = vmlet_service_metrics(self->service),
+        .loop = self->loop,
+    };
+    self->templates = vm_templates_new(&cfg, err);
+    if (!self->templates)
+        return vmlet_err_wrap(err, "templates (--templates=false turns them off)");
+    Vmlet__PodSpec no_containers = VMLET__POD_SPEC__INIT;
+    vm_size_t size;
+    vm_size_of(&no_containers, &self->sizes, &size);
+    vm_templates_prepare(self->templates, size.vcpus, (int)(size.memory_bytes >> 20));
+    return 0;
+}
+
 static int s_network(launcher_t *self, vmlet_err_t *err)
 {
     const launcher_settings_t *s = self->settings;
@@ -575,7 +622,12 @@ static void s_metrics(launcher_t *self)
 {
     vmlet_metrics_t *m = vmlet_service_metrics(self->service);
     self->vms = vmlet_metrics_gauge(m, "vmlet_launcher_vms", "VMs this launcher holds.", NULL);
-    self->boots = vmlet_metrics_counter(m, "vmlet_launcher_boots_total", "VMs booted.", NULL);
+    self->boots = vmlet_metrics_counter(m, "vmlet_launcher_boots_total", "VMs booted cold.", NULL);
+    self->restores = vmlet_metrics_counter(m, "vmlet_launcher_restores_total",
+                                           "VMs restored from a template.", NULL);
+    self->restore_failures =
+        vmlet_metrics_counter(m, "vmlet_launcher_restore_failures_total",
+                              "Restores from a template that failed: the pod booted cold.", NULL);
     self->boot_failures = vmlet_metrics_counter(m, "vmlet_launcher_boot_failures_total",
                                                 "Boots that failed or timed out.", NULL);
     self->protocol_errors =
@@ -662,7 +714,7 @@ void *launcher_start(vmlet_service_t *service, vmlet_err_t *err)
     const launcher_settings_t *s = self->settings;
     if (s_allocatable(self, err) < 0 || s_sizes(self, err) < 0 ||
         vmlet_mkdirs(s->state_dir, 0750, err) < 0 || vmlet_mkdirs(s->log_dir, 0755, err) < 0 ||
-        s_vmm(self, err) < 0 || s_network(self, err) < 0) {
+        s_vmm(self, err) < 0 || s_network(self, err) < 0 || s_templates(self, err) < 0) {
         void *p = self;
         launcher_stop(&p);
         return NULL;
@@ -708,6 +760,7 @@ void launcher_stop(void **self_p)
     // Otherwise the VMs run on (DESIGN.md §3): only our handles go.
     zhashx_destroy(&self->pods);
     net_destroy(&self->net);
+    vm_templates_destroy(&self->templates);
     vmm_destroy(&self->vmm);
     vmlet_kube_destroy(&self->kube);
     vmlet_kube_config_clear(&self->kube_config);

@@ -38,6 +38,9 @@ typedef struct {
     char *vmm_memory_overhead;
     char *scratch_disk_size;
     int64_t boot_timeout_ms;
+    bool templates;       // restore pods' VMs from templates (vm_template.h)
+    char *template_dir;
+    long template_disks;  // disk slots of every template VM
     int64_t crashloop_backoff_initial_ms;
     int64_t crashloop_backoff_max_ms;
     // the network

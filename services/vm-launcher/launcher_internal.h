@@ -22,6 +22,7 @@
 #include "network.h"
 #include "pod_deadline.h"
 #include "vm_size.h"
+#include "vm_template.h"
 #include "vmm.h"
 
 #include "vmlet/kube.h"
@@ -50,6 +51,7 @@ typedef struct {
     cri_log_limits_t log_limits;
     int64_t scratch_bytes;
     vmm_t *vmm;
+    vm_templates_t *templates; // NULL: templates off
     net_t *net;
     vmlet_kube_config_t kube_config;
     vmlet_kube_t *kube;
@@ -63,7 +65,9 @@ typedef struct {
     volume_refresh_t *volume_refresh; // live files volumes (volume_refresh.h)
     // metrics
     vmlet_metric_t *vms;
-    vmlet_metric_t *boots;
+    vmlet_metric_t *boots;            // cold boots
+    vmlet_metric_t *restores;         // VMs restored from a template
+    vmlet_metric_t *restore_failures; // restores that fell back to a cold boot
     vmlet_metric_t *boot_failures;
     vmlet_metric_t *protocol_errors;
     vmlet_metric_t *output_bytes;
@@ -154,6 +158,7 @@ struct pod_vm {
     int boots;
     int boot_failures;
     int64_t boot_started_ms; // monotonic
+    char restored_from[PATH_MAX]; // the template this VM was restored from; "": booted cold
     int64_t next_boot_ms;    // monotonic: a failed boot waits
     // the agent
     vmlet_agent_channel_t *ch;
@@ -245,6 +250,10 @@ int pod_setup_fetch_secret(void *ctx, const char *ns, const char *name, cJSON **
 // pod_record.c
 // Saves the VmRecord (Redis and state dir) and publishes a VmEvent.
 void pod_record_changed(pod_vm_t *self);
+// Tells Kubernetes of something no status says (a Warning Event on the
+// pod, or on one of its containers when container is not NULL).
+void pod_record_event(pod_vm_t *self, const char *container, const char *reason,
+                      const char *message);
 // Forgets the pod in Redis (it is stopped and reported).
 void pod_record_drop(pod_vm_t *self);
 // Adopts every VM this launcher's records name. Returns how many.

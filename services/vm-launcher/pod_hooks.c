@@ -75,24 +75,6 @@ static const char *s_event_reason(hook_kind_t kind)
     return kind == HOOK_POST_START ? "FailedPostStartHook" : "FailedPreStopHook";
 }
 
-static void s_publish_event(launcher_t *l, const pod_vm_t *pod, const char *container,
-                            const char *reason, const char *message)
-{
-    if (!pod->spec || !pod->spec->pod)
-        return;
-    Vmlet__PodEvent e = VMLET__POD_EVENT__INIT;
-    e.pod = pod->spec->pod;
-    e.container = (char *)container;
-    e.type = "Warning";
-    e.reason = (char *)reason;
-    e.message = (char *)message;
-    e.launcher_id = l->id;
-    vmlet_envelope_t env = VMLET__ENVELOPE__INIT;
-    env.body_case = VMLET__ENVELOPE__BODY_POD_EVENT;
-    env.pod_event = &e;
-    launcher_publish(l, &env);
-}
-
 // The hook's end, whatever ran it. ok false: message says why.
 static void s_finish(hook_t *h, bool ok, const char *message)
 {
@@ -107,7 +89,7 @@ static void s_finish(hook_t *h, bool ok, const char *message)
                        VMLET_KV({"pod", pod->desc}, {"container", c->name},
                                 {"hook", h->kind == HOOK_POST_START ? "postStart" : "preStop"}),
                        "%s", message);
-        s_publish_event(l, pod, c->name, s_event_reason(h->kind), message);
+        pod_record_event(pod, c->name, s_event_reason(h->kind), message);
     }
     if (h->kind == HOOK_POST_START) {
         if (!c->post_start_running)

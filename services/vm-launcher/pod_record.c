@@ -194,6 +194,24 @@ static void s_publish(pod_vm_t *self, Vmlet__VmRecord *r)
     (void)self;
 }
 
+void pod_record_event(pod_vm_t *self, const char *container, const char *reason,
+                      const char *message)
+{
+    if (!self->spec || !self->spec->pod)
+        return;
+    Vmlet__PodEvent e = VMLET__POD_EVENT__INIT;
+    e.pod = self->spec->pod;
+    e.container = (char *)container;
+    e.type = "Warning";
+    e.reason = (char *)reason;
+    e.message = (char *)message;
+    e.launcher_id = self->l->id;
+    vmlet_envelope_t env = VMLET__ENVELOPE__INIT;
+    env.body_case = VMLET__ENVELOPE__BODY_POD_EVENT;
+    env.pod_event = &e;
+    launcher_publish(self->l, &env);
+}
+
 void pod_record_changed(pod_vm_t *self)
 {
     self->generation++;

@@ -30,6 +30,8 @@
 #define POWEROFF_WAIT_MS 10000 // after PowerOff, before the hard stop
 #define BOOT_BACKOFF_INITIAL_MS 1000
 #define BOOT_BACKOFF_MAX_MS 60000
+#define TEMPLATE_WAIT_POLL_MS 100     // a pod waiting for its template looks this often
+#define RESTORE_HELLO_TIMEOUT_MS 20000 // a restored guest says Hello in well under 1 s idle
 
 static const char *const state_names[] = {"pending",  "booting", "setup", "running",
                                           "stopping", "stopped", "failed"};
@@ -295,7 +297,75 @@ static void s_boot_failed(pod_vm_t *self, const char *why)
     pod_vm_set_state(self, PV_PENDING, "BootFailed", message);
 }
 
-static void s_boot(pod_vm_t *self)
+// The pod's disks: its writable disk, then each distinct image once.
+// Returns how many, or 0 if there are more than a VM takes.
+static size_t s_disks(pod_vm_t *self, const char *scratch, vmm_disk_t disks[VMM_MAX_DISKS])
+{
+    size_t n = 0;
+    disks[n++] = (vmm_disk_t){scratch, false, "scratch"};
+    for (size_t i = 0; i < self->n_ctrs; i++) {
+        bool seen = false;
+        for (size_t d = 1; d < n; d++)
+            seen = seen || strcmp(disks[d].serial, self->images[i].serial) == 0;
+        if (seen)
+            continue;
+        if (n == VMM_MAX_DISKS)
+            return 0;
+        disks[n++] = (vmm_disk_t){self->images[i].rootfs, true, self->images[i].serial};
+    }
+    return n;
+}
+
+// Which template to restore the pod's VM from. READY: *dir; BUILDING:
+// worth waiting for; NONE: boot cold (why says why, when templates are on).
+static template_lookup_t s_pick_template(pod_vm_t *self, const char **dir, char *why, size_t cap)
+{
+    why[0] = '\0';
+    if (!self->l->templates)
+        return TEMPLATE_NONE;
+    vmm_disk_t disks[VMM_MAX_DISKS];
+    size_t n = s_disks(self, "", disks);
+    return vm_templates_get(self->l->templates, self->size.vcpus,
+                            (int)(self->size.memory_bytes >> 20), n ? n : VMM_MAX_DISKS + 1, dir,
+                            why, cap);
+}
+
+// Starts the VM from the template in dir: the template's disk slots, the
+// pod's disks in the first ones. NULL + err when that fails.
+static vmm_vm_t *s_restore(pod_vm_t *self, vmm_spec_t spec, const char *dir, vmlet_err_t *err)
+{
+    vm_templates_t *t = self->l->templates;
+    vmm_disk_t disks[VMM_MAX_DISKS];
+    char serials[VMM_MAX_DISKS][32];
+    size_t slots = (size_t)vm_templates_disk_slots(t);
+    memcpy(disks, spec.disks, spec.n_disks * sizeof *disks);
+    for (size_t i = spec.n_disks; i < slots; i++) {
+        snprintf(serials[i], sizeof serials[i], "unused%zu", i);
+        disks[i] = (vmm_disk_t){vm_templates_placeholder(t), true, serials[i]};
+    }
+    spec.disks = disks;
+    spec.n_disks = slots;
+    if (vm_templates_verify(t, dir, err) < 0)
+        return NULL;
+    return vmm_restore(self->l->vmm, &spec, dir, err);
+}
+
+// A restore failed (or its guest never spoke): the template is dropped
+// and made again, the pod told why, and its VM booted cold.
+static void s_restore_failed(pod_vm_t *self, const char *dir, const char *why)
+{
+    char message[1024];
+    snprintf(message, sizeof message, "restoring the VM from template %s failed: %s; booting it cold",
+             dir, why);
+    vmlet_log_warn(self->l->log, VMLET_KV({"pod", self->desc}), "%s", message);
+    vmlet_counter_inc(self->l->restore_failures);
+    pod_record_event(self, NULL, "TemplateRestoreFailed", message);
+    vm_templates_drop(self->l->templates, dir, why);
+    snprintf(self->steps.template_skipped, sizeof self->steps.template_skipped,
+             "restore failed: %.150s", why);
+}
+
+static void s_boot(pod_vm_t *self, const char *template_dir, const char *why_cold)
 {
     launcher_t *l = self->l;
     vmlet_err_t err = {0};
@@ -311,20 +381,10 @@ static void s_boot(pod_vm_t *self)
     unlink(scratch); // a new VM gets a clean writable disk, as a new sandbox does
     if (scratch_disk_make(scratch, l->scratch_bytes, &err) < 0)
         return s_boot_failed(self, err.msg);
-    // Disks: the scratch disk, then each distinct image once.
     vmm_disk_t disks[VMM_MAX_DISKS];
-    size_t n = 0;
-    disks[n++] = (vmm_disk_t){scratch, false, "scratch"};
-    for (size_t i = 0; i < self->n_ctrs; i++) {
-        bool seen = false;
-        for (size_t d = 1; d < n; d++)
-            seen = seen || strcmp(disks[d].serial, self->images[i].serial) == 0;
-        if (seen)
-            continue;
-        if (n == VMM_MAX_DISKS)
-            return s_boot_failed(self, "too many distinct images for one VM");
-        disks[n++] = (vmm_disk_t){self->images[i].rootfs, true, self->images[i].serial};
-    }
+    size_t n = s_disks(self, scratch, disks);
+    if (n == 0)
+        return s_boot_failed(self, "too many distinct images for one VM");
     vmm_nic_t nic = {self->lease.tap, self->lease.mac};
     vmm_spec_t spec = {
         .id = self->uid,
@@ -340,15 +400,34 @@ static void s_boot(pod_vm_t *self)
         .state_dir = self->state_dir,
     };
     self->boot_started_ms = vmlet_now_ms();
-    if (!self->steps.vm_start) {
+    bool first = !self->steps.vm_start;
+    if (first)
         self->steps.vm_start = vmlet_unix_ms();
-        snprintf(self->steps.vm_start_kind, sizeof self->steps.vm_start_kind, "cold");
+    self->restored_from[0] = '\0';
+    self->vm = NULL;
+    if (template_dir) {
+        self->vm = s_restore(self, spec, template_dir, &err);
+        if (self->vm) {
+            snprintf(self->restored_from, sizeof self->restored_from, "%s", template_dir);
+            vmlet_counter_inc(l->restores);
+        } else {
+            s_restore_failed(self, template_dir, err.msg);
+            err = (vmlet_err_t){0};
+        }
+    } else if (first && why_cold && *why_cold) {
+        snprintf(self->steps.template_skipped, sizeof self->steps.template_skipped, "%s",
+                 why_cold);
     }
-    self->vm = vmm_start(l->vmm, &spec, &err);
-    if (!self->vm)
-        return s_boot_failed(self, err.msg);
+    if (first)
+        snprintf(self->steps.vm_start_kind, sizeof self->steps.vm_start_kind, "%s",
+                 self->vm ? "template" : "cold");
+    if (!self->vm) {
+        self->vm = vmm_start(l->vmm, &spec, &err);
+        if (!self->vm)
+            return s_boot_failed(self, err.msg);
+        vmlet_counter_inc(l->boots);
+    }
     self->boots++;
-    vmlet_counter_inc(l->boots);
     self->setup_sent = self->setup_done = false;
     self->last_seen_seq = 0;
     self->next_connect_ms = 0;
@@ -426,6 +505,12 @@ void pod_vm_on_vm_exit(pod_vm_t *self)
         s_release_network(self);
         pod_vm_set_state(self, PV_STOPPED, self->stop_requested ? "Deleted" : "Completed", NULL);
         return;
+    }
+    if ((was == PV_BOOTING || was == PV_SETUP) && self->restored_from[0]) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", self->restored_from);
+        s_restore_failed(self, dir, "the restored VM's VMM exited before the pod was set up");
+        return s_boot(self, NULL, NULL);
     }
     if (was == PV_BOOTING || was == PV_SETUP)
         return s_boot_failed(self, "the VMM exited before the pod was set up (see its console "
@@ -721,7 +806,31 @@ static void s_tick_pending(pod_vm_t *self, int64_t now_ms)
     vm_size_of(self->spec, &self->l->sizes, &self->size);
     if (self->boots == 0 && !s_admit(self))
         return;
-    s_boot(self);
+    const char *template_dir = NULL;
+    char why[256];
+    template_lookup_t found = s_pick_template(self, &template_dir, why, sizeof why);
+    if (found == TEMPLATE_BUILDING) {
+        // Its template is on the way: the rest of a boot, or less.
+        self->next_retry_ms = now_ms + TEMPLATE_WAIT_POLL_MS;
+        return;
+    }
+    s_boot(self, found == TEMPLATE_READY ? template_dir : NULL, why);
+}
+
+// A restored VM whose agent has not spoken in time: drop the template and
+// boot the pod cold now, rather than wait out a whole boot timeout.
+static void s_restore_timed_out(pod_vm_t *self)
+{
+    char dir[PATH_MAX], why[128];
+    snprintf(dir, sizeof dir, "%s", self->restored_from);
+    snprintf(why, sizeof why, "no word from the guest agent within %d s of the restore",
+             RESTORE_HELLO_TIMEOUT_MS / 1000);
+    pod_vm_unpoll(self);
+    vmm_kill(self->vm, 5000, NULL);
+    vmm_remove_files(self->vm, NULL);
+    vmm_release(&self->vm);
+    s_restore_failed(self, dir, why);
+    s_boot(self, NULL, NULL);
 }
 
 static void s_tick_booting(pod_vm_t *self, int64_t now_ms)
@@ -729,6 +838,8 @@ static void s_tick_booting(pod_vm_t *self, int64_t now_ms)
     int64_t deadline = self->boot_started_ms + self->l->settings->boot_timeout_ms;
     if (self->vm && !vmm_alive(self->vm))
         return pod_vm_on_vm_exit(self);
+    if (self->restored_from[0] && now_ms >= self->boot_started_ms + RESTORE_HELLO_TIMEOUT_MS)
+        return s_restore_timed_out(self);
     if (now_ms >= deadline) {
         char why[128];
         snprintf(why, sizeof why, "no word from the guest agent within %llds",

@@ -109,6 +109,23 @@ const char *vmm_describe(const vmm_t *self, char *buf, size_t cap)
     return buf;
 }
 
+// What a template made with this VMM depends on. The TSC rate in MHz, not
+// kHz: the measurement varies by a few kHz (a few ppm) from one start to
+// the next, which must not make every launcher restart build anew.
+const char *vmm_template_inputs(const vmm_t *self, char *buf, size_t cap)
+{
+    if (self->ops == &vmm_qemu_ops && !self->use_kvm)
+        snprintf(buf, cap, "qemu %s tcg tb-size=%d tsc=%ldMHz cpu=%s", self->settings.qemu_binary,
+                 self->settings.tcg_tb_size_mib, (self->tsc_khz + 500) / 1000,
+                 self->settings.qemu_cpu ? self->settings.qemu_cpu : "");
+    else if (self->ops == &vmm_qemu_ops)
+        snprintf(buf, cap, "qemu %s kvm cpu=%s", self->settings.qemu_binary,
+                 self->settings.qemu_cpu ? self->settings.qemu_cpu : "");
+    else
+        snprintf(buf, cap, "%s %s", self->ops->name, self->settings.firecracker_binary);
+    return buf;
+}
+
 // --- the wrappers -------------------------------------------------------
 
 vmm_vm_t *vmm_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)

@@ -138,6 +138,9 @@ const vmm_ops_t *vmm_ops(const vmm_t *self);
 // "qemu (tcg, tb-size 32 MiB)" etc., for the launcher's start-up log line.
 const char *vmm_describe(const vmm_t *self, char *buf, size_t cap);
 const kvm_probe_t *vmm_kvm(const vmm_t *self);
+// What a template made with this VMM depends on (backend, binary,
+// accelerator, the guest's TSC rate...), one line, for its key.
+const char *vmm_template_inputs(const vmm_t *self, char *buf, size_t cap);
 
 // Dispatching wrappers: vmm_start(v, ...) is vmm_ops(v)->start(v, ...).
 vmm_vm_t *vmm_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err);

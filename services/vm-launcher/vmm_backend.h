@@ -22,6 +22,10 @@
 #define VMM_FILE_PID "vmm.pid"
 #define VMM_FILE_STATE "vmm.json" // what adopt needs after a launcher restart
 
+// Files in a template's directory (both backends).
+#define VMM_TEMPLATE_MEMORY "mem"  // the guest memory
+#define VMM_TEMPLATE_STATE "state" // the VMM's device state (QEMU: its migration stream)
+
 struct _vmm_t {
     const vmm_ops_t *ops;
     vmm_settings_t settings; // strings owned (copied in vmm_new)
@@ -99,7 +103,23 @@ typedef struct {
     long tsc_khz; // TCG: the host's TSC rate, told to the guest kernel (host_tsc.h); 0: not given
     const char *cpu;                                 // -cpu model, NULL for QEMU's default
     const char *control, *agent, *console, *pidfile; // files in the state dir
+    // Guest memory in this file (a template's) instead of anonymous memory:
+    // shared while the template VM writes it, private (copy on write, the
+    // file never changes) for the VMs restored from it. NULL: anonymous.
+    const char *memory_file;
+    bool memory_shared;
+    bool incoming; // -incoming defer: a restore, whose state comes over QMP
 } vmm_qemu_argv_opts_t;
+
+// Starts QEMU for spec with opts' memory and incoming settings (the
+// backend fills in the rest); returns once QMP answers.
+vmm_vm_t *vmm_qemu_launch(vmm_t *vmm, const vmm_spec_t *spec, vmm_qemu_argv_opts_t opts,
+                          vmlet_err_t *err);
+// Templates (vmm_qemu_template.c).
+int vmm_qemu_template_save(vmm_vm_t *vm, const char *template_dir, int timeout_ms,
+                           vmlet_err_t *err);
+vmm_vm_t *vmm_qemu_restore(vmm_t *vmm, const vmm_spec_t *spec, const char *template_dir,
+                           vmlet_err_t *err);
 
 // The full QEMU command line for spec (NULL-terminated; free with
 // vmm_argv_free). Pure: no I/O, so unit tests can check it.

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <unistd.h>
 
 #define QEMU_ARGV_MAX 96
@@ -129,7 +130,7 @@ int vmm_spec_check(const vmm_spec_t *spec, vmlet_err_t *err)
         }
     }
     if (spec->nic) {
-        if (!spec->nic->tap || !*spec->nic->tap || strlen(spec->nic->tap) > 15)
+        if (spec->nic->tap && (!*spec->nic->tap || strlen(spec->nic->tap) > 15))
             return vmlet_err_set(err, "VM %s: tap name \"%s\": want 1 to 15 bytes", spec->id,
                                  spec->nic->tap ? spec->nic->tap : "");
         if (!s_valid_mac(spec->nic->mac))
@@ -178,8 +179,17 @@ char **vmm_qemu_argv(const vmm_qemu_argv_opts_t *opts, const vmm_spec_t *spec, v
     //  rtc, pit, pic      left on auto: QEMU picks per accelerator (TCG: an
     //                     RTC for the wall clock and no PIT; KVM: kvmclock).
     //                     pit=on made TCG boots hang more often (3 in 15).
+    //  memory-backend   a template's file (vmm_backend.h), when given.
     s_add(&a, "-M");
-    s_add(&a, "microvm,x-option-roms=off,isa-serial=on,acpi=on");
+    s_addf(&a, "microvm,x-option-roms=off,isa-serial=on,acpi=on%s",
+           opts->memory_file ? ",memory-backend=mem" : "");
+    if (opts->memory_file) {
+        esc = s_opt_escape(opts->memory_file);
+        s_add(&a, "-object");
+        s_addf(&a, "memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", spec->mem_mib, esc,
+               opts->memory_shared ? "on" : "off");
+        free(esc);
+    }
     s_add(&a, "-accel");
     if (opts->kvm)
         s_add(&a, "kvm");
@@ -233,7 +243,15 @@ char **vmm_qemu_argv(const vmm_qemu_argv_opts_t *opts, const vmm_spec_t *spec, v
             s_addf(&a, "virtio-blk-device,drive=disk%zu", i);
         }
     }
-    if (spec->nic) {
+    if (spec->nic && !spec->nic->tap) {
+        // A template's NIC: a hub port alone goes nowhere. Its guest never
+        // drives it (the agent loads virtio_net for a pod only), and the
+        // VMs restored from it have a tap in its place.
+        s_add(&a, "-netdev");
+        s_add(&a, "hubport,id=net0,hubid=0");
+        s_add(&a, "-device");
+        s_addf(&a, "virtio-net-device,netdev=net0,mac=%s", spec->nic->mac);
+    } else if (spec->nic) {
         // The tap is opened by name in QEMU's network namespace (the
         // spawner setns()es there first), so no fd passing is needed.
         esc = s_opt_escape(spec->nic->tap);
@@ -260,6 +278,10 @@ char **vmm_qemu_argv(const vmm_qemu_argv_opts_t *opts, const vmm_spec_t *spec, v
     free(esc);
     s_add(&a, "-mon");
     s_add(&a, "chardev=qmp,mode=control");
+    if (opts->incoming) {
+        s_add(&a, "-incoming");
+        s_add(&a, "defer");
+    }
     // -daemonize: QEMU forks, its parent exits once the VM is set up (or
     // with an error), and the VM runs in its own session, not our child.
     s_add(&a, "-pidfile");
@@ -317,7 +339,10 @@ static int s_query_running(vmm_vm_t *vm, int timeout_ms, vmlet_err_t *err)
     return rc;
 }
 
-static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
+// Starts QEMU for spec: with opts' memory and incoming settings (the rest
+// of opts is filled here). Returns once QMP answers.
+vmm_vm_t *vmm_qemu_launch(vmm_t *vmm, const vmm_spec_t *spec, vmm_qemu_argv_opts_t opts,
+                          vmlet_err_t *err)
 {
     if (!spec->state_dir || spec->state_dir[0] != '/') {
         vmlet_err_set(err, "VM %s: state dir \"%s\" must be an absolute path", spec->id,
@@ -344,15 +369,15 @@ static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
     unlink(vm->control);
     unlink(vm->agent);
     unlink(pidfile);
-    vmm_qemu_argv_opts_t opts = {.binary = vmm->settings.qemu_binary,
-                                 .kvm = vmm->use_kvm,
-                                 .tb_size_mib = vmm->settings.tcg_tb_size_mib,
-                                 .tsc_khz = vmm->tsc_khz,
-                                 .cpu = vmm->settings.qemu_cpu,
-                                 .control = vm->control,
-                                 .agent = vm->agent,
-                                 .console = console,
-                                 .pidfile = pidfile};
+    opts.binary = vmm->settings.qemu_binary;
+    opts.kvm = vmm->use_kvm;
+    opts.tb_size_mib = vmm->settings.tcg_tb_size_mib;
+    opts.tsc_khz = vmm->tsc_khz;
+    opts.cpu = vmm->settings.qemu_cpu;
+    opts.control = vm->control;
+    opts.agent = vm->agent;
+    opts.console = console;
+    opts.pidfile = pidfile;
     char **argv = vmm_qemu_argv(&opts, spec, err);
     if (!argv) {
         vmm_vm_free(&vm);
@@ -381,6 +406,20 @@ static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
         return NULL;
     }
     return vm;
+}
+
+static vmm_vm_t *s_start(vmm_t *vmm, const vmm_spec_t *spec, vmlet_err_t *err)
+{
+    vmm_qemu_argv_opts_t opts = {0};
+    char memory[PATH_MAX];
+    if (spec->template_dir) {
+        // A template VM writes its memory into the template's file.
+        if (vmm_path(memory, sizeof memory, spec->template_dir, VMM_TEMPLATE_MEMORY, err) < 0)
+            return NULL;
+        opts.memory_file = memory;
+        opts.memory_shared = true;
+    }
+    return vmm_qemu_launch(vmm, spec, opts, err);
 }
 
 static vmm_vm_t *s_adopt(vmm_t *vmm, const char *state_dir, vmlet_err_t *err)
@@ -437,4 +476,6 @@ const vmm_ops_t vmm_qemu_ops = {
     .alive = vmm_common_alive,
     .rss_bytes = vmm_common_rss_bytes,
     .release = vmm_common_release,
+    .template_save = vmm_qemu_template_save,
+    .restore = vmm_qemu_restore,
 };

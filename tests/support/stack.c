@@ -28,6 +28,11 @@ void ts_stack_launcher_flags(ts_stack_t *stack)
     snprintf(stack->netns, sizeof stack->netns, "vmlt-%s", suffix);
     snprintf(stack->pod_cidr, sizeof stack->pod_cidr, "10.%u.%u.0/24", 200 + r % 50,
              (r >> 8) & 0xff);
+    // Templates are shared by the whole run (the bed's directory): each is
+    // one VM boot, and every test's launcher wants the same one.
+    char *bed_dir = ts_bed_value("BED_DIR");
+    char *templates = vmlet_xasprintf("--template-dir=%s/templates", bed_dir ? bed_dir : stack->dir);
+    free(bed_dir);
     char *flags[] = {
         vmlet_xasprintf("--launcher-id=launcher-%s", suffix),
         vmlet_xasprintf("--net-netns=%s", stack->netns),
@@ -45,8 +50,12 @@ void ts_stack_launcher_flags(ts_stack_t *stack)
         vmlet_xstrdup("--reserve-memory=512Mi"),
         // Each stack's sessions (the kubelet API's way in) on a port of its own.
         vmlet_xasprintf("--session-listen=127.0.0.1:%d", ts_free_port()),
+        templates,
         NULL,
     };
+    _Static_assert(sizeof flags / sizeof flags[0] <= sizeof stack->launcher_flags /
+                                                          sizeof stack->launcher_flags[0],
+                   "launcher_flags is too small");
     memcpy(stack->launcher_flags, flags, sizeof flags);
 }
 

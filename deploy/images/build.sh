@@ -151,7 +151,12 @@ stage() {
     [ -f "$initramfs" ] || die "guest initramfs '$initramfs' missing; set VMLET_INITRAMFS or build the target vmlet_initramfs"
     put "$s" "$kernel" /usr/lib/vmlet/vmlinuz
     put "$s" "$initramfs" /usr/lib/vmlet/initramfs.cpio
-    mkdir -p "$s/var/lib/vmlet/vms" "$s/var/log/pods" "$s/run/netns" "$s/run/vmlet"
+    mkdir -p "$s/var/lib/vmlet/vms" "$s/var/lib/vmlet/templates" "$s/var/log/pods" "$s/run/netns" "$s/run/vmlet"
+    # QEMU saves and loads templates through `exec:cat` (QEMU 7.2 has no
+    # file: migration), which it runs with /bin/sh -c (docs/templates.md).
+    mkdir -p "$s/bin"
+    ln -sf /usr/bin/busybox "$s/bin/sh"
+    ln -sf busybox "$s/usr/bin/cat"
     echo "ENV VMLET_KERNEL=/usr/lib/vmlet/vmlinuz"
     echo "ENV VMLET_INITRAMFS=/usr/lib/vmlet/initramfs.cpio"
     echo "USER 0:0"

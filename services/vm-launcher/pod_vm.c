@@ -410,6 +410,9 @@ static void s_boot(pod_vm_t *self, const char *template_dir, const char *why_col
         if (self->vm) {
             snprintf(self->restored_from, sizeof self->restored_from, "%s", template_dir);
             vmlet_counter_inc(l->restores);
+            vmlet_log_info(l->log, VMLET_KV({"pod", self->desc}, {"template", template_dir}),
+                           "VM restored in %lld ms",
+                           (long long)(vmlet_now_ms() - self->boot_started_ms));
         } else {
             s_restore_failed(self, template_dir, err.msg);
             err = (vmlet_err_t){0};

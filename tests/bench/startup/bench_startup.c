@@ -82,9 +82,8 @@ static const char *const phase_names[PH_COUNT] = {
     "total (created -> running)",  "cross-check: Running in k8s",
 };
 
-// Where the launcher (or a future one) says how many templates are ready.
-static const char *const template_metrics[] = {"vmlet_vm_launcher_templates_ready",
-                                               "vmlet_launcher_templates_ready"};
+// Where the launcher says how many templates are ready.
+#define TEMPLATES_READY_METRIC "vmlet_launcher_templates_ready"
 
 typedef struct {
     char name[64];
@@ -414,11 +413,7 @@ static int s_round(bench_t *b, const char *label, const char *prefix, pod_t *pod
 
 static bool s_template_metric(bench_t *b)
 {
-    b->templates_ready = -1;
-    for (size_t i = 0; i < sizeof template_metrics / sizeof template_metrics[0]; i++) {
-        double v = ts_service_metric(&b->node->stack.launcher, template_metrics[i]);
-        b->templates_ready = v > b->templates_ready ? v : b->templates_ready;
-    }
+    b->templates_ready = ts_service_metric(&b->node->stack.launcher, TEMPLATES_READY_METRIC);
     return b->templates_ready >= 0;
 }
 
@@ -436,9 +431,9 @@ static void s_wait_template(bench_t *b, run_mode_t *m)
     if (!s_wait(b, s_template_metric, 500, TEMPLATE_METRIC_GRACE_MS)) {
         m->no_templates = true;
         snprintf(m->note, sizeof m->note,
-                 "templates not available: the launcher has no %s (or %s) metric (measured "
+                 "templates not available: the launcher has no %s metric (measured "
                  "anyway: these are cold boots)",
-                 template_metrics[0], template_metrics[1]);
+                 TEMPLATES_READY_METRIC);
         printf("  %s\n", m->note);
         return;
     }

@@ -217,12 +217,8 @@ typedef struct {
     void *obj;
 } watch_t;
 
-// A driver module whose loading waits for the pod (boot.h).
+// The most driver modules whose devices wait for the pod (boot.h).
 #define AGENT_POD_MODULES_MAX 8
-typedef struct {
-    int fd;
-    char name[96];
-} pod_module_t;
 
 struct agent {
     transport_t t;
@@ -237,8 +233,7 @@ struct agent {
     char misbehave[16];
     int misbehave_phase;
     int64_t boot_ms; // CLOCK_BOOTTIME at the first Hello, for logs
-    pod_module_t pod_modules[AGENT_POD_MODULES_MAX]; // the disks' and NIC's drivers
-    int n_pod_modules;
+    bool pod_devices_unbound; // the disks and NIC wait for the pod's setup (boot.h)
 
     // The pod, after PodSetup.
     bool setup_done;

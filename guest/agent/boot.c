@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #define MODULES_LIST "/lib/modules/load-order"
+#define VIRTIO_AUTOPROBE "/sys/bus/virtio/drivers_autoprobe"
 #define NEWROOT "/.vmlet-root"
 
 static void s_console(void)
@@ -139,10 +140,11 @@ static void s_load_module(int fd, const char *name, int *loaded)
 // Loads the modules named in the load-order file ("CONDITION PATH" lines,
 // paths under /lib/modules, dependencies first, as build.sh wrote them),
 // the drivers only for devices this VM has. The drivers of the pod's disks
-// and NIC wait for the pod (boot_pod_modules): a template VM is saved
-// before, so a VM restored from it probes the pod's own disks (their
-// sizes, their serials), not what the template VM had. Their files are
-// kept open: the initramfs they are on is emptied at the switch of root.
+// and NIC are loaded last with the virtio bus's autoprobe off: they do not
+// bind until boot_pod_modules, at the pod's setup. A template VM is saved
+// before that, so a VM restored from it probes the pod's own disks (their
+// sizes, their serials), not what the template VM had; and the restored
+// VM pays only for the probe, not for loading the modules.
 void boot_modules(agent_t *a)
 {
     FILE *list = fopen(MODULES_LIST, "re");
@@ -153,6 +155,8 @@ void boot_modules(agent_t *a)
     char line[512];
     int loaded = 0;
     bool present[64], scanned = false;
+    int later_fds[AGENT_POD_MODULES_MAX], n_later = 0;
+    char later_names[AGENT_POD_MODULES_MAX][96];
     int64_t t0 = uptime_ms();
     while (fgets(line, sizeof line, list)) {
         line[strcspn(line, "\r\n")] = '\0';
@@ -175,31 +179,52 @@ void boot_modules(agent_t *a)
             alog("module %s: %s", path, strerror(errno));
             continue;
         }
-        if (later && a->n_pod_modules < AGENT_POD_MODULES_MAX) {
-            pod_module_t *m = &a->pod_modules[a->n_pod_modules++];
-            m->fd = fd;
-            snprintf(m->name, sizeof m->name, "%s", rel);
+        if (later && n_later < AGENT_POD_MODULES_MAX) {
+            later_fds[n_later] = fd;
+            snprintf(later_names[n_later++], sizeof later_names[0], "%s", rel);
             continue;
         }
         s_load_module(fd, rel, &loaded);
         close(fd);
     }
     fclose(list);
+    if (n_later && write_knob(VIRTIO_AUTOPROBE, "0") == 0)
+        a->pod_devices_unbound = true;
+    else if (n_later)
+        alog("%s: %s: the disks and NIC bind now", VIRTIO_AUTOPROBE, strerror(errno));
+    for (int i = 0; i < n_later; i++) {
+        s_load_module(later_fds[i], later_names[i], &loaded);
+        close(later_fds[i]);
+    }
     alog_debug("%d modules loaded in %lld ms", loaded, (long long)(uptime_ms() - t0));
 }
 
+// Binds every virtio device that has no driver yet: the pod's disks and NIC.
 void boot_pod_modules(agent_t *a)
 {
-    int loaded = 0;
+    if (!a->pod_devices_unbound)
+        return;
     int64_t t0 = uptime_ms();
-    for (int i = 0; i < a->n_pod_modules; i++) {
-        s_load_module(a->pod_modules[i].fd, a->pod_modules[i].name, &loaded);
-        close(a->pod_modules[i].fd);
+    if (write_knob(VIRTIO_AUTOPROBE, "1") < 0)
+        alog("%s: %s", VIRTIO_AUTOPROBE, strerror(errno));
+    DIR *d = opendir("/sys/bus/virtio/devices");
+    struct dirent *e;
+    int bound = 0;
+    while (d && (e = readdir(d))) {
+        char path[300];
+        struct stat st;
+        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/driver", e->d_name);
+        if (e->d_name[0] == '.' || lstat(path, &st) == 0)
+            continue; // bound already (the console)
+        if (write_knob("/sys/bus/virtio/drivers_probe", e->d_name) < 0)
+            alog("probing %s: %s", e->d_name, strerror(errno));
+        else
+            bound++;
     }
-    if (a->n_pod_modules)
-        alog_debug("%d disk and NIC drivers loaded in %lld ms", loaded,
-                   (long long)(uptime_ms() - t0));
-    a->n_pod_modules = 0;
+    if (d)
+        closedir(d);
+    a->pod_devices_unbound = false;
+    alog_debug("%d disks and NICs probed in %lld ms", bound, (long long)(uptime_ms() - t0));
 }
 
 // Moves the root from the initramfs to a tmpfs: the initramfs's files are

@@ -9,9 +9,9 @@ int boot_mounts(vmlet_err_t *err);
 // vmlet.transport=serial|vsock, vmlet.vsock_port=N, vmlet.debug=1,
 // vmlet.misbehave=garbage|flood (the test build only).
 void boot_cmdline(agent_t *a);
-// finit_module for each line of /lib/modules/load-order but the drivers
-// of the pod's disks and NIC, which are kept open in a for
-// boot_pod_modules: setup loads them when the pod's PodSetup arrives.
+// finit_module for each line of /lib/modules/load-order; the drivers of
+// the pod's disks and NIC load with the virtio bus's autoprobe off, and
+// boot_pod_modules binds them when the pod's PodSetup arrives.
 void boot_modules(agent_t *a);
 void boot_pod_modules(agent_t *a);
 // From the initramfs to a tmpfs root, so containers can pivot_root.

@@ -315,10 +315,58 @@ static void test_vm_handle_paths(void **state)
     vmm_destroy(&vmm);
 }
 
+// A template VM: guest memory in the template's file, shared (the save
+// writes only device state); a NIC with no tap behind it.
+static void test_template_argv(void **state)
+{
+    (void)state;
+    vmm_spec_t spec = s_spec();
+    const vmm_nic_t nic = {.tap = NULL, .mac = "52:54:00:00:00:01"};
+    spec.nic = &nic;
+    vmm_qemu_argv_opts_t opts = s_opts(false);
+    opts.memory_file = "/var/lib/vmlet/templates/k.building.1/mem";
+    opts.memory_shared = true;
+    vmlet_err_t err = {0};
+    char **argv = vmm_qemu_argv(&opts, &spec, &err);
+    assert_non_null(argv);
+    assert_true(s_has_pair(argv, "-M",
+                           "microvm,x-option-roms=off,isa-serial=on,acpi=on,memory-backend=mem"));
+    assert_true(s_has_pair(argv, "-object",
+                           "memory-backend-file,id=mem,size=256M,"
+                           "mem-path=/var/lib/vmlet/templates/k.building.1/mem,share=on"));
+    assert_true(s_has_pair(argv, "-m", "256"));
+    assert_true(s_has_pair(argv, "-netdev", "hubport,id=net0,hubid=0"));
+    assert_true(s_has_pair(argv, "-device", "virtio-net-device,netdev=net0,mac=52:54:00:00:00:01"));
+    assert_false(s_has(argv, "-incoming"));
+    vmm_argv_free(&argv);
+}
+
+// A restore: the template's memory mapped private, state over QMP later.
+static void test_restore_argv(void **state)
+{
+    (void)state;
+    vmm_spec_t spec = s_spec();
+    vmm_qemu_argv_opts_t opts = s_opts(false);
+    opts.memory_file = "/t/mem";
+    opts.incoming = true;
+    vmlet_err_t err = {0};
+    char **argv = vmm_qemu_argv(&opts, &spec, &err);
+    assert_non_null(argv);
+    assert_true(s_has_pair(argv, "-object",
+                           "memory-backend-file,id=mem,size=256M,mem-path=/t/mem,share=off"));
+    assert_true(s_has_pair(argv, "-incoming", "defer"));
+    // The pod's own tap and disks.
+    assert_true(s_has_pair(argv, "-netdev", "tap,id=net0,ifname=vt1a2b3c,script=no,downscript=no"));
+    assert_true(s_has_pair(argv, "-device", "virtio-blk-device,drive=disk1,serial=vmlet-rw"));
+    vmm_argv_free(&argv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tcg_argv),
+        cmocka_unit_test(test_template_argv),
+        cmocka_unit_test(test_restore_argv),
         cmocka_unit_test(test_kvm_argv),
         cmocka_unit_test(test_bad_specs_refused),
         cmocka_unit_test(test_kernel_cmdline),

@@ -117,6 +117,7 @@ typedef enum {
 // 0 until reached (VmRecord.start: the start-up benchmark reads them).
 typedef struct {
     int64_t launch, images_ready, vm_start, agent_hello, setup_done, running;
+    int64_t vmm_cpu_ms;         // the VMM's CPU time when the first container ran
     char vm_start_kind[16];     // "template" or "cold"
     char template_skipped[200]; // why a cold boot although templates are on
 } start_steps_t;

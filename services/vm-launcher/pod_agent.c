@@ -138,8 +138,10 @@ static void s_on_started(pod_vm_t *self, const Vmlet__ContainerStarted *m)
     if (!c || m->instance < c->instance || (m->instance == c->instance && c->phase == CTR_RUNNING))
         return; // old news (a resend after a reconnect)
     ctr_started(c, m->instance, m->started_unix_ms);
-    if (!self->steps.running)
+    if (!self->steps.running) {
         self->steps.running = vmlet_unix_ms();
+        self->steps.vmm_cpu_ms = self->vm ? vmm_cpu_ms(self->vm) : -1;
+    }
     c->restart_at_unix_ms = INT64_MAX;
     pod_hooks_post_start(self, i); // Waiting until its postStart hook is done, if it has one
     pod_record_changed(self);

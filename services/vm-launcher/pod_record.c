@@ -129,6 +129,8 @@ static Vmlet__VmRecord *s_record(pod_vm_t *self)
         PB_SET(t, agent_hello_unix_ms, s->agent_hello);
         PB_SET(t, setup_done_unix_ms, s->setup_done);
         PB_SET(t, running_unix_ms, s->running);
+        if (s->running && s->vmm_cpu_ms >= 0)
+            PB_SET(t, vmm_cpu_ms, s->vmm_cpu_ms);
         t->vm_start = s->vm_start_kind[0] ? (char *)s->vm_start_kind : NULL;
         t->template_skipped = s->template_skipped[0] ? (char *)s->template_skipped : NULL;
         r->start = t;

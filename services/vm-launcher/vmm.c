@@ -397,6 +397,36 @@ int64_t vmm_common_rss_bytes(vmm_vm_t *vm)
     return strtoll(line + 7, NULL, 10) * 1024;
 }
 
+int64_t vmm_cpu_ms(const vmm_vm_t *vm)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)vm->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    // Fields start after the command name's last ')'; utime and stime are 14 and 15.
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ')
+        return -1;
+    p += 2;
+    for (int field = 3; field < 14; field++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return -1;
+        p++;
+    }
+    char *end;
+    unsigned long long utime = strtoull(p, &end, 10);
+    unsigned long long stime = strtoull(end, NULL, 10);
+    long hz = sysconf(_SC_CLK_TCK);
+    return hz > 0 ? (int64_t)((utime + stime) * 1000 / (unsigned long long)hz) : -1;
+}
+
 void vmm_common_release(vmm_vm_t **vm_p)
 {
     vmm_vm_free(vm_p);

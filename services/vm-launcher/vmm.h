@@ -150,6 +150,8 @@ int vmm_shutdown(vmm_vm_t *vm, vmlet_err_t *err);
 int vmm_kill(vmm_vm_t *vm, int timeout_ms, vmlet_err_t *err);
 bool vmm_alive(vmm_vm_t *vm);
 int64_t vmm_rss_bytes(vmm_vm_t *vm);
+// CPU time (user + system, ms) the VMM process has used so far; -1 if gone.
+int64_t vmm_cpu_ms(const vmm_vm_t *vm);
 void vmm_release(vmm_vm_t **vm_p);
 int vmm_template_save(vmm_vm_t *vm, const char *template_dir, int timeout_ms, vmlet_err_t *err);
 vmm_vm_t *vmm_restore(vmm_t *vmm, const vmm_spec_t *spec, const char *template_dir,

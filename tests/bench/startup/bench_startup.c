@@ -103,6 +103,7 @@ typedef struct {
     int64_t launch, images_ready, vm_start, agent_hello, setup_done, running;
     char vm_start_kind[16];
     char template_skipped[200];
+    int64_t vmm_cpu_ms; // CPU its VMM used up to the container running; -1: unknown
 } pod_t;
 
 typedef struct {
@@ -344,6 +345,7 @@ static bool s_read_steps(bench_t *b, pod_t *p)
         snprintf(p->vm_start_kind, sizeof p->vm_start_kind, "%s", t->vm_start ? t->vm_start : "?");
         snprintf(p->template_skipped, sizeof p->template_skipped, "%s",
                  t->template_skipped ? t->template_skipped : "");
+        p->vmm_cpu_ms = t->has_vmm_cpu_ms ? t->vmm_cpu_ms : -1;
         p->recorded = true;
     }
     if (rec)
@@ -618,6 +620,27 @@ static void s_print_skipped(const result_t *r)
     }
 }
 
+// The CPU the pods' starts cost (their VMMs': the guests run in them under
+// TCG), and what that means for the burst: with this many cores, the last
+// pod cannot run before all that CPU was spent.
+static void s_print_cpu(const result_t *r)
+{
+    int64_t v[BURST], sum = 0;
+    int n = 0;
+    for (int i = 0; i < r->n; i++)
+        if (r->pods[i].recorded && r->pods[i].vmm_cpu_ms >= 0) {
+            v[n++] = r->pods[i].vmm_cpu_ms;
+            sum += r->pods[i].vmm_cpu_ms;
+        }
+    if (n == 0)
+        return;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("  VMM CPU to running, per pod: p50 %lld ms, max %lld ms; all %d: %.1f CPU-s, "
+           "%.1f s on %ld cores at best\n",
+           (long long)s_quantile(v, n, 0.5), (long long)s_quantile(v, n, 1.0), n,
+           (double)sum / 1000.0, (double)sum / 1000.0 / (double)(cores > 0 ? cores : 1), cores);
+}
+
 static void s_print_result(const run_mode_t *m, const char *what, const result_t *r)
 {
     printf("\ntemplates %s, %s; created = wall clock just before the pod's POST\n",
@@ -634,6 +657,7 @@ static void s_print_result(const run_mode_t *m, const char *what, const result_t
     }
     printf("  VM start: %d from a template, %d cold, %d other/unknown\n", from_template, cold,
            r->n - from_template - cold);
+    s_print_cpu(r);
     s_print_skipped(r);
     if (m->note[0])
         printf("  note: %s\n", m->note);

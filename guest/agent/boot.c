@@ -199,32 +199,91 @@ void boot_modules(agent_t *a)
     alog_debug("%d modules loaded in %lld ms", loaded, (long long)(uptime_ms() - t0));
 }
 
-// Binds every virtio device that has no driver yet: the pod's disks and NIC.
-void boot_pod_modules(agent_t *a)
+// The serial of the disk a bound virtio block device became, or "".
+static void s_block_serial(const char *dev, char *out, size_t cap)
+{
+    out[0] = '\0';
+    char dir[300];
+    snprintf(dir, sizeof dir, "/sys/bus/virtio/devices/%s/block", dev);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s/serial", dir, e->d_name);
+        if (read_small_file(path, out, cap) > 0)
+            out[strcspn(out, "\n")] = '\0';
+        break;
+    }
+    if (d)
+        closedir(d);
+}
+
+static bool s_is_one_of(const char *serial, char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(serial, list[i]) == 0)
+            return true;
+    return false;
+}
+
+// "virtio12" -> 12, for probing in the VMM's order.
+static int s_virtio_index(const struct dirent **a, const struct dirent **b)
+{
+    return atoi((*a)->d_name + 6) - atoi((*b)->d_name + 6);
+}
+
+static int s_virtio_only(const struct dirent *e)
+{
+    return strncmp(e->d_name, "virtio", 6) == 0;
+}
+
+// Binds the virtio devices that have no driver yet: the NIC, and disks
+// until every serial in `serials` has appeared (all when n is 0, or where
+// disks have no serials). A VM restored from a template has more disk
+// slots than the pod has disks: the rest stay unbound, unprobed.
+void boot_pod_modules(agent_t *a, char **serials, size_t n)
 {
     if (!a->pod_devices_unbound)
         return;
     int64_t t0 = uptime_ms();
     if (write_knob(VIRTIO_AUTOPROBE, "1") < 0)
         alog("%s: %s", VIRTIO_AUTOPROBE, strerror(errno));
-    DIR *d = opendir("/sys/bus/virtio/devices");
-    struct dirent *e;
-    int bound = 0;
-    while (d && (e = readdir(d))) {
-        char path[300];
+    struct dirent **devs = NULL;
+    int n_devs = scandir("/sys/bus/virtio/devices", &devs, s_virtio_only, s_virtio_index);
+    size_t found = 0;
+    int bound = 0, left = 0;
+    for (int i = 0; i < n_devs; i++) {
+        const char *dev = devs[i]->d_name;
+        char path[300], id[32];
         struct stat st;
-        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/driver", e->d_name);
-        if (e->d_name[0] == '.' || lstat(path, &st) == 0)
+        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/driver", dev);
+        if (lstat(path, &st) == 0)
             continue; // bound already (the console)
-        if (write_knob("/sys/bus/virtio/drivers_probe", e->d_name) < 0)
-            alog("probing %s: %s", e->d_name, strerror(errno));
-        else
-            bound++;
+        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/device", dev);
+        bool block = read_small_file(path, id, sizeof id) > 0 && strtoul(id, NULL, 0) == 2;
+        if (block && n && found == n) {
+            left++;
+            continue;
+        }
+        if (write_knob("/sys/bus/virtio/drivers_probe", dev) < 0) {
+            alog("probing %s: %s", dev, strerror(errno));
+            continue;
+        }
+        bound++;
+        if (block) {
+            char serial[64];
+            s_block_serial(dev, serial, sizeof serial);
+            found += !serial[0] || s_is_one_of(serial, serials, n);
+        }
     }
-    if (d)
-        closedir(d);
+    for (int i = 0; i < n_devs; i++)
+        free(devs[i]);
+    free(devs);
     a->pod_devices_unbound = false;
-    alog_debug("%d disks and NICs probed in %lld ms", bound, (long long)(uptime_ms() - t0));
+    alog_debug("%d disks and NICs probed in %lld ms (%d unused disk slots left alone)", bound,
+               (long long)(uptime_ms() - t0), left);
 }
 
 // Moves the root from the initramfs to a tmpfs: the initramfs's files are

@@ -11,9 +11,10 @@ int boot_mounts(vmlet_err_t *err);
 void boot_cmdline(agent_t *a);
 // finit_module for each line of /lib/modules/load-order; the drivers of
 // the pod's disks and NIC load with the virtio bus's autoprobe off, and
-// boot_pod_modules binds them when the pod's PodSetup arrives.
+// boot_pod_modules binds them when the pod's PodSetup arrives: the NIC
+// and the disks until all of `serials` (n of them) have appeared.
 void boot_modules(agent_t *a);
-void boot_pod_modules(agent_t *a);
+void boot_pod_modules(agent_t *a, char **serials, size_t n);
 // From the initramfs to a tmpfs root, so containers can pivot_root.
 int boot_switch_root(vmlet_err_t *err);
 void boot_misc(void);

@@ -312,7 +312,8 @@ static int s_containers(agent_t *a, const Vmlet__PodSetup *s, vmlet_err_t *err)
 
 int setup_apply(agent_t *a, const Vmlet__PodSetup *s, vmlet_err_t *err)
 {
-    boot_pod_modules(a); // the disks' and NIC's drivers: they probe now (boot.h)
+    // The disks' and NIC's drivers probe now (boot.h).
+    boot_pod_modules(a, s->disk_serials, s->n_disk_serials);
     if (s_clock(s, err) < 0 || s_random(s, err) < 0 || s_hostname(a, s, err) < 0 ||
         net_setup(s, err) < 0 || s_sysctls(s, err) < 0 || s_etc_files(a, s, err) < 0 ||
         s_scratch(a, s, err) < 0 || volumes_setup(a, s, err) < 0 || s_containers(a, s, err) < 0)

@@ -259,30 +259,47 @@ void vmm_vm_free(vmm_vm_t **vm_p)
 }
 
 // Field 22 (start time) and the state letter of /proc/<pid>/stat.
-static int s_proc_stat(pid_t pid, unsigned long long *start_time, char *state)
+// Field `to` of a stat line, from where field `from` starts.
+static char *s_skip_fields(char *p, int from, int to)
 {
-    char path[64], buf[1024];
+    for (int f = from; f < to && p; f++) {
+        p = strchr(p, ' ');
+        p = p ? p + 1 : NULL;
+    }
+    return p;
+}
+
+// /proc/<pid>/stat into buf; returns where field `field` (1-based, as
+// proc(5) numbers them, from 3 on) starts, or NULL. The command name may
+// hold spaces and parentheses: fields start after the last ')'.
+static char *s_proc_stat_field(pid_t pid, int field, char *buf, size_t cap)
+{
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+        return NULL;
+    ssize_t n = read(fd, buf, cap - 1);
     close(fd);
     if (n <= 0)
-        return -1;
+        return NULL;
     buf[n] = '\0';
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
     char *p = strrchr(buf, ')');
     if (!p || p[1] != ' ')
+        return NULL;
+    return s_skip_fields(p + 2, 3, field);
+}
+
+static int s_proc_stat(pid_t pid, unsigned long long *start_time, char *state)
+{
+    char buf[1024];
+    char *p = s_proc_stat_field(pid, 3, buf, sizeof buf);
+    if (!p)
         return -1;
-    p += 2;
     *state = *p;
-    for (int field = 3; field < 22; field++) {
-        p = strchr(p, ' ');
-        if (!p)
-            return -1;
-        p++;
-    }
+    p = s_skip_fields(p, 3, 22);
+    if (!p)
+        return -1;
     *start_time = strtoull(p, NULL, 10);
     return 0;
 }
@@ -399,28 +416,10 @@ int64_t vmm_common_rss_bytes(vmm_vm_t *vm)
 
 int64_t vmm_cpu_ms(const vmm_vm_t *vm)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)vm->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char buf[1024], *end;
+    char *p = s_proc_stat_field(vm->pid, 14, buf, sizeof buf); // utime, then stime
+    if (!p)
         return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    // Fields start after the command name's last ')'; utime and stime are 14 and 15.
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ')
-        return -1;
-    p += 2;
-    for (int field = 3; field < 14; field++) {
-        p = strchr(p, ' ');
-        if (!p)
-            return -1;
-        p++;
-    }
-    char *end;
     unsigned long long utime = strtoull(p, &end, 10);
     unsigned long long stime = strtoull(end, NULL, 10);
     long hz = sysconf(_SC_CLK_TCK);

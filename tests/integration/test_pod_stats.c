@@ -184,7 +184,10 @@ static void test_working_set_rises_by_64_mib(void **state)
     assert_string_equal(before->name, "hog");
     vmlet__pod_stats__free_unpacked(before, NULL);
 
-    assert_int_equal(ts_sh(NULL, KUBECTL "exec hog -c app -- touch /tmp/go", KARGS), 0);
+    char *exec_out = NULL;
+    if (ts_sh(&exec_out, KUBECTL "exec hog -c app -- touch /tmp/go", KARGS) != 0)
+        fail_msg("kubectl exec hog: %s", exec_out);
+    free(exec_out);
     assert_true(ts_poll(s_held, NULL, 120000));
     // Two samples after the shell holds it: the second is surely after.
     Vmlet__PodStats *after = s_sample_after(vmlet_unix_ms() + 2000, 20000);

@@ -13,6 +13,7 @@
 // Tries of a network probe whose result is Unknown (the prober's own error),
 // within one period, as the kubelet's runProbeWithRetries.
 #define UNKNOWN_TRIES 3
+#define VERDICT_RESEND_MS 10000 // a standing verdict is published again this often (s_finish)
 
 static const char *s_handler_name(const Vmlet__Probe *spec)
 {
@@ -128,9 +129,19 @@ static void s_finish(probe_t *probe, verdict_t attempt, bool warning, const char
                                             "Probe attempts by kind, handler and result.", labels));
     probe_effect_t effect = probe_state_attempt(&probe->state, attempt);
     warning = warning && attempt == VERDICT_SUCCESS;
-    if (attempt == VERDICT_FAILURE || effect.verdict_changed || warning)
-        s_publish(probe, attempt, effect.verdict_changed ? probe->state.verdict : VERDICT_UNKNOWN,
+    // The standing verdict goes out again now and then, not only when it
+    // changes: a status-reporter that was away (being replaced) when it
+    // changed would otherwise never hear of it, and the pod would stay
+    // unready for good. The reporter takes a repeat as a no-op.
+    int64_t now = vmlet_now_ms();
+    bool resend = probe->state.verdict != VERDICT_UNKNOWN &&
+                  now - probe->verdict_sent_ms >= VERDICT_RESEND_MS;
+    bool send_verdict = effect.verdict_changed || resend;
+    if (attempt == VERDICT_FAILURE || send_verdict || warning)
+        s_publish(probe, attempt, send_verdict ? probe->state.verdict : VERDICT_UNKNOWN,
                   effect.restart, warning, output);
+    if (send_verdict)
+        probe->verdict_sent_ms = now;
     if (effect.restart)
         s_ask_restart(probe, output);
 }

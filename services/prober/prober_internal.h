@@ -50,6 +50,7 @@ typedef struct {
     uint64_t attempt;      // numbers attempts, so a late answer of an old one is ignored
     int tries;             // of this attempt, counting those that ended Unknown
     int64_t started_ms;    // monotonic, of the attempt in flight
+    int64_t verdict_sent_ms; // monotonic: when the standing verdict was last published
     char exec_id[300];     // an exec probe's request id while in flight
 } probe_t;
 

@@ -138,6 +138,7 @@ struct pod_vm {
     char reason[64];
     char message[512];
     uint64_t generation;
+    int64_t event_sent_ms; // monotonic: the last VmEvent published
     int64_t created_unix_ms;
     // The pod failed as a whole (DeadlineExceeded), whatever its containers
     // say: VmEvent.pod_failure_reason. Empty while it has not.
@@ -251,6 +252,10 @@ int pod_setup_fetch_secret(void *ctx, const char *ns, const char *name, cJSON **
 // pod_record.c
 // Saves the VmRecord (Redis and state dir) and publishes a VmEvent.
 void pod_record_changed(pod_vm_t *self);
+// Publishes the standing VmEvent again if none went out for
+// VM_EVENT_RESEND_MS (subscribers that were away learn it).
+#define VM_EVENT_RESEND_MS 10000
+void pod_record_resend(pod_vm_t *self);
 // Tells Kubernetes of something no status says (a Warning Event on the
 // pod, or on one of its containers when container is not NULL).
 void pod_record_event(pod_vm_t *self, const char *container, const char *reason,

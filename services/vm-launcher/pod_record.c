@@ -236,6 +236,21 @@ void pod_record_changed(pod_vm_t *self)
     free(bytes);
     s_publish(self, r);
     s_record_free(r);
+    self->event_sent_ms = vmlet_now_ms();
+}
+
+// Events reach only the subscribers there when they are sent: a
+// status-reporter or prober being replaced misses a change, and nothing
+// would tell it again until the next one. So the standing state goes out
+// again now and then, same generation (a repeat is a no-op for them).
+void pod_record_resend(pod_vm_t *self)
+{
+    if (self->generation == 0 || vmlet_now_ms() - self->event_sent_ms < VM_EVENT_RESEND_MS)
+        return;
+    Vmlet__VmRecord *r = s_record(self);
+    s_publish(self, r);
+    s_record_free(r);
+    self->event_sent_ms = vmlet_now_ms();
 }
 
 void pod_record_drop(pod_vm_t *self)

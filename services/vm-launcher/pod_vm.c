@@ -872,6 +872,7 @@ static void s_tick_stopping(pod_vm_t *self)
 void pod_vm_tick(pod_vm_t *self)
 {
     int64_t now_ms = vmlet_now_ms();
+    pod_record_resend(self);
     pod_exec_tick(self, false, NULL);
     pod_deadline_tick(self);
     switch (self->state) {

@@ -183,20 +183,24 @@ static int s_write_file(const char *path, const char *text, vmlet_err_t *err)
     return 0;
 }
 
+// A template's inputs file into have (NUL-terminated; "" if unreadable).
+static void s_read_inputs(const char *dir, char *have, size_t cap)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/" INPUTS_FILE, dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, have, cap - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    have[n > 0 ? n : 0] = '\0';
+}
+
 // The inputs file of a finished template matches what it should be made of.
 static bool s_template_valid(const char *dir, const char *inputs)
 {
-    char path[PATH_MAX + 16], have[4096];
-    snprintf(path, sizeof path, "%s/" INPUTS_FILE, dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n = read(fd, have, sizeof have - 1);
-    close(fd);
-    if (n <= 0)
-        return false;
-    have[n] = '\0';
-    return strncmp(have, inputs, strlen(inputs)) == 0;
+    char have[4096];
+    s_read_inputs(dir, have, sizeof have);
+    return have[0] && strncmp(have, inputs, strlen(inputs)) == 0;
 }
 
 // Removes templates no longer wanted by the default shape (made with other
@@ -465,15 +469,10 @@ void vm_templates_prepare(vm_templates_t *self, int vcpus, int mem_mib)
 int vm_templates_verify(vm_templates_t *self, const char *dir, vmlet_err_t *err)
 {
     (void)self;
-    char digest[128], path[PATH_MAX + 16], have[4096];
+    char digest[128], have[4096];
     if (s_state_digest(dir, digest, sizeof digest, err) < 0)
         return -1;
-    snprintf(path, sizeof path, "%s/" INPUTS_FILE, dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, have, sizeof have - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    have[n > 0 ? n : 0] = '\0';
+    s_read_inputs(dir, have, sizeof have);
     if (!strstr(have, digest))
         return vmlet_err_set(err, "%s/state does not match its checksum (%.*s)", dir,
                              (int)strcspn(digest, "\n"), digest);
